@@ -1,0 +1,51 @@
+# One obvious way to run things. `make dev` and `make test` set everything up themselves.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+
+.PHONY: install dev test test-fast lint format bench system-deps clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+# The main command: the UI on http://127.0.0.1:3000 with the embedded demo database
+# created, seeded, and its organizations registered as partitions.
+dev: install
+	mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/export-pipelines sync-orgs
+	$(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+
+# Debian packages some tests use when present (LibreOffice converts our xlsx files);
+# installed when missing and possible, never fatal.
+system-deps:
+	@command -v soffice >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	   libreoffice-calc-nogui >/dev/null) || echo "note: LibreOffice not installed; its test will be skipped"; }
+
+# The test command: installs everything, then runs the whole suite (slow tests included).
+test: install system-deps
+	$(BIN)/python -m pytest -q -m "slow or not slow"
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: install
+	$(BIN)/ruff check export_pipelines export_pipelines_tests benchmarks
+	$(BIN)/ruff format --check export_pipelines export_pipelines_tests benchmarks
+
+format: install
+	$(BIN)/ruff format export_pipelines export_pipelines_tests benchmarks
+	$(BIN)/ruff check --fix export_pipelines export_pipelines_tests benchmarks
+
+bench: install
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf data exports .dagster_home

@@ -1,0 +1,19 @@
+"""The export catalog (CONTRACT §3): one spec per export type."""
+
+from export_pipelines.catalog import credit_usage_report, scan_results
+from export_pipelines.catalog.spec import Access, Aggregate, ExportSpec, Window, WindowKind
+
+SPECS: tuple[ExportSpec, ...] = (scan_results.SPEC, credit_usage_report.SPEC)
+CATALOG: dict[str, ExportSpec] = {spec.key: spec for spec in SPECS}
+
+
+def get_spec(export_type: str) -> ExportSpec:
+    """Look up an export type by key; requests may use the upper-case form."""
+    key = export_type.strip().lower()
+    if key not in CATALOG:
+        known = ", ".join(sorted(CATALOG))
+        raise KeyError(f"unknown export type {export_type!r}; known types: {known}")
+    return CATALOG[key]
+
+
+__all__ = ["Access", "Aggregate", "CATALOG", "ExportSpec", "SPECS", "Window", "WindowKind", "get_spec"]

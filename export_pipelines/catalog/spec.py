@@ -1,0 +1,127 @@
+"""What an export type is: a small declarative spec the asset factory turns into assets."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from export_pipelines.columns import Column, arrow_schema
+from export_pipelines.render import ExportFormat
+
+import pyarrow as pa
+
+
+class WindowKind(str, enum.Enum):
+    """Event exports hold rows whose event time is in [D, D+1); snapshots hold state at D+1."""
+
+    EVENT = "event"
+    SNAPSHOT = "snapshot"
+
+
+class Access(str, enum.Enum):
+    """Who may request an export type on demand."""
+
+    MEMBER = "member"  # any user of the organization
+    ADMIN = "admin"  # organization admins only
+    SELF = "self"  # a user, for their own data only
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """A total worth showing a reader (PDF summary, materialization metadata)."""
+
+    label: str
+    column: str
+    function: str  # sum | mean | min | max | count_distinct
+
+
+@dataclass(frozen=True)
+class Window:
+    """The half-open UTC interval [start, end) a partition or request covers."""
+
+    start: dt.datetime
+    end: dt.datetime
+
+    @classmethod
+    def for_days(cls, first: dt.date, last: dt.date) -> Window:
+        start = dt.datetime.combine(first, dt.time(), tzinfo=dt.timezone.utc)
+        end = dt.datetime.combine(last + dt.timedelta(days=1), dt.time(), tzinfo=dt.timezone.utc)
+        return cls(start, end)
+
+    @property
+    def label(self) -> str:
+        first = self.start.date()
+        last = (self.end - dt.timedelta(microseconds=1)).date()
+        return first.isoformat() if first == last else f"{first.isoformat()} to {last.isoformat()}"
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    """One export type.
+
+    `query` is SQL for both engines (SQLite and PostgreSQL) returning `columns` in order.
+    It receives the bound parameters `:org_id`, `:window_start`, `:window_end` (event
+    window, or for snapshots `:window_end` alone = the end of day D) and, where the spec
+    declares it, `{project_filter}` is replaced by a condition on `project_column`
+    (or `TRUE`-like `1=1` when no project filter applies).
+    """
+
+    key: str
+    title: str
+    description: str
+    window: WindowKind
+    query: str
+    columns: tuple[Column, ...]
+    default_formats: tuple[ExportFormat, ...] = (
+        ExportFormat.CSV,
+        ExportFormat.JSON,
+        ExportFormat.PARQUET,
+    )
+    access: Access = Access.MEMBER
+    # The SQL expression filtered by a request's `project_ids`; None = not filterable.
+    project_column: str | None = None
+    # The column holding each row's event time (event windows) — used for charts.
+    time_column: str | None = None
+    totals: tuple[Aggregate, ...] = ()
+    # (label column, value column, "line" | "bar") for the PDF's chart.
+    chart: tuple[str, str, str] | None = None
+    owners: tuple[str, ...] = ("team:data",)
+    # Extra named parameters the query needs (e.g. the GDPR export's user id).
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def schema(self) -> pa.Schema:
+        return arrow_schema(self.columns)
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    @property
+    def code_version(self) -> str:
+        """Changes whenever what the spec produces could change (query or columns)."""
+        digest = hashlib.sha256()
+        digest.update(self.query.encode())
+        for column in self.columns:
+            digest.update(f"{column.name}:{column.type.value};".encode())
+        return digest.hexdigest()[:12]
+
+    def sql(self, project_ids: Sequence[str] | None = None) -> tuple[str, dict[str, Any]]:
+        """The query with its project filter expanded into bound parameters."""
+        params: dict[str, Any] = {}
+        condition = "1=1"
+        if project_ids is not None:
+            if self.project_column is None:
+                raise ValueError(f"{self.key} cannot be filtered by project_ids")
+            names = [f"project_id_{i}" for i in range(len(project_ids))]
+            params.update(zip(names, project_ids))
+            condition = (
+                f"{self.project_column} IN ({', '.join(':' + n for n in names)})"
+                if names
+                else "1=0"
+            )
+        return self.query.replace("{project_filter}", condition), params

@@ -1,0 +1,116 @@
+"""The `export-pipelines` command line (CONTRACT §8)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from collections.abc import Sequence
+
+from export_pipelines import settings
+
+
+def _seed(args: argparse.Namespace) -> int:
+    from export_pipelines.source import demo_data
+    from export_pipelines.source.database import SourceDatabase
+
+    db = SourceDatabase(args.source or settings.source_url())
+    params = demo_data.DemoParams(
+        organizations=args.organizations,
+        days=args.days,
+        events_per_day=args.events_per_day,
+        seed=args.seed,
+        end_date=dt.date.fromisoformat(args.end_date)
+        if args.end_date
+        else dt.datetime.now(dt.timezone.utc).date(),
+    )
+    if db.dialect == "sqlite":
+        path = db.sqlite_path
+        if path.exists():
+            if not args.force:
+                print(f"{path} already exists; pass --force to rebuild it", file=sys.stderr)
+                return 1
+            for suffix in ("", "-wal", "-shm"):
+                path.with_name(path.name + suffix).unlink(missing_ok=True)
+        db.ensure_embedded(params)
+        counts = {
+            table: db.scalar(f"SELECT count(*) FROM {table}") for table in demo_data.TABLE_ORDER
+        }
+    else:
+        if args.force:
+            for table in reversed(demo_data.TABLE_ORDER):
+                db.execute(f"DROP TABLE IF EXISTS {table}")
+        db.create_schema()
+        counts = db.ingest(demo_data.generate(params))
+    for table, count in counts.items():
+        print(f"{table:22} {count:>10,}")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from export_pipelines.manifest import verify_tree
+    from export_pipelines.store import open_store
+
+    store = open_store(args.folder)
+    folders, problems = verify_tree(store)
+    if folders == 0:
+        print(f"no manifest.json found under {args.folder}", file=sys.stderr)
+        return 2
+    for problem in problems:
+        print(f"FAILED {problem}", file=sys.stderr)
+    if problems:
+        print(f"{len(problems)} problem(s) in {folders} folder(s)", file=sys.stderr)
+        return 1
+    print(f"OK: {folders} folder(s) verified against their manifests")
+    return 0
+
+
+def _sync_organizations(args: argparse.Namespace) -> int:
+    import dagster as dg
+
+    from export_pipelines.partitions import new_organizations, organizations
+    from export_pipelines.resources import SourceResource
+
+    instance = dg.DagsterInstance.get()
+    known = set(instance.get_dynamic_partitions(organizations.name))
+    added = new_organizations(SourceResource(url=settings.source_url()), known)
+    if added:
+        instance.add_dynamic_partitions(organizations.name, added)
+    print(f"{len(added)} organization partition(s) added, {len(known) + len(added)} in all")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="export-pipelines", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    seed = commands.add_parser("seed", help="create the source schema and fill it with demo data")
+    seed.add_argument("--source", help="database URL (default: EXPORT_SOURCE_URL or embedded)")
+    seed.add_argument("--organizations", type=int, default=3)
+    seed.add_argument("--days", type=int, default=30)
+    seed.add_argument("--events-per-day", type=int, default=40)
+    seed.add_argument("--seed", type=int, default=42)
+    seed.add_argument("--end-date", help="last day of data is the day before (default: today)")
+    seed.add_argument("--force", action="store_true", help="replace existing demo data")
+    seed.set_defaults(handler=_seed)
+
+    verify = commands.add_parser(
+        "verify", help="recompute SHA-256 of every file under a folder against its manifests"
+    )
+    verify.add_argument("folder", help="a local folder or s3://bucket/prefix")
+    verify.set_defaults(handler=_verify)
+
+    sync = commands.add_parser(
+        "sync-orgs", help="add the source's organizations as partitions in $DAGSTER_HOME"
+    )
+    sync.set_defaults(handler=_sync_organizations)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,25 @@
+"""The export_pipelines code location: every export type's assets, sensors and resources."""
+
+import dagster as dg
+
+from export_pipelines.catalog import SPECS
+from export_pipelines.factory import all_export_assets
+from export_pipelines.partitions import export_partitions, organizations_sensor
+from export_pipelines.resources import default_resources
+
+export_assets = all_export_assets(SPECS)
+
+# Materialize every export type for a partition (or a range of them, as a backfill).
+all_exports_job = dg.define_asset_job(
+    "all_exports",
+    selection=dg.AssetSelection.all(),
+    partitions_def=export_partitions,
+    description="Extract, transform, render and publish every export type for the chosen partitions.",
+)
+
+defs = dg.Definitions(
+    assets=export_assets,
+    jobs=[all_exports_job],
+    sensors=[organizations_sensor],
+    resources=default_resources(),
+)

@@ -1,0 +1,273 @@
+"""Turns an export spec into its four assets: T/extract → T/transform → T/render → T/publish."""
+
+
+from collections.abc import Sequence
+from typing import Any
+
+import dagster as dg
+
+from export_pipelines.catalog.spec import ExportSpec
+from export_pipelines.manifest import verify_folder
+from export_pipelines.partitions import export_partitions
+from export_pipelines.render import Compression, ExportFormat, RenderOptions
+from export_pipelines.resources import SourceResource, StoreResource, WorkAreaResource
+from export_pipelines.stages import (
+    ExportPartition,
+    extract_partition,
+    publish_partition,
+    render_partition,
+    transform_partition,
+)
+
+# A backfill of one organization's range runs in batches of partitions, not one run per day.
+BACKFILL_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=31)
+
+_KINDS = {
+    ExportFormat.CSV: "csv",
+    ExportFormat.JSON: "json",
+    ExportFormat.JSONL: "json",
+    ExportFormat.EXCEL: "excel",
+    ExportFormat.PDF: "pdf",
+    ExportFormat.PARQUET: "parquet",
+    ExportFormat.XML: "xml",
+}
+
+
+class RenderConfig(dg.Config):
+    """Which files to render for this materialization, and how."""
+
+    formats: list[ExportFormat] = []  # empty = the export type's default formats
+    compression: Compression = Compression.NONE
+    csv_delimiter: str = ","
+    csv_bom: bool = False
+    formula_guard: bool = True
+    pdf_row_limit: int = 100_000
+
+    def options(self) -> RenderOptions:
+        if len(self.csv_delimiter) != 1:
+            raise dg.Failure(f"csv_delimiter must be one character, got {self.csv_delimiter!r}")
+        return RenderOptions(
+            csv_delimiter=self.csv_delimiter,
+            csv_bom=self.csv_bom,
+            formula_guard=self.formula_guard,
+            pdf_row_limit=self.pdf_row_limit,
+            compression=self.compression,
+        )
+
+
+def partitions_of(context: dg.AssetExecutionContext) -> list[ExportPartition]:
+    return [ExportPartition.from_key(key) for key in context.partition_keys]
+
+
+def table_schema(spec: ExportSpec) -> dg.TableSchema:
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(
+                name=c.name,
+                type=c.type.value,
+                description=c.description or None,
+                constraints=dg.TableColumnConstraints(nullable=True),
+            )
+            for c in spec.columns
+        ]
+    )
+
+
+def markdown_preview(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    def cell(value: Any) -> str:
+        text = "" if value is None else str(value)
+        text = text.replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+        return text if len(text) <= 60 else text[:57] + "…"
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]
+    return "\n".join(lines) if rows else "_no rows in this partition_"
+
+
+def _partition_metadata(partitions: Sequence[ExportPartition], rows: Sequence[int]) -> dict:
+    if len(partitions) == 1:
+        return {}
+    return {
+        "partitions": len(partitions),
+        "rows_by_partition": dg.MetadataValue.json({p.key: r for p, r in zip(partitions, rows)}),
+    }
+
+
+def export_assets(spec: ExportSpec) -> list[dg.AssetsDefinition]:
+    """The four assets (and their checks) of one export type."""
+    group = spec.key
+    extract_key = dg.AssetKey([spec.key, "extract"])
+    transform_key = dg.AssetKey([spec.key, "transform"])
+    render_key = dg.AssetKey([spec.key, "render"])
+    publish_key = dg.AssetKey([spec.key, "publish"])
+    common = dict(
+        group_name=group,
+        partitions_def=export_partitions,
+        owners=list(spec.owners),
+        code_version=spec.code_version,
+        backfill_policy=BACKFILL_POLICY,
+        tags={"export_type": spec.key, "window": spec.window.value},
+    )
+    schema = table_schema(spec)
+    window_text = (
+        "rows whose event time is in [D 00:00, D+1 00:00) UTC"
+        if spec.window.value == "event"
+        else "the state as of the end of day D (UTC)"
+    )
+
+    @dg.asset(
+        key=extract_key,
+        description=f"{spec.description} Raw rows from the source database: {window_text}.",
+        kinds={"sql", "parquet"},
+        **common,
+    )
+    def extract(
+        context: dg.AssetExecutionContext, source: SourceResource, work: WorkAreaResource
+    ) -> dg.MaterializeResult:
+        db = source.database()
+        area = work.work_area()
+        results = [extract_partition(spec, db, area, p) for p in partitions_of(context)]
+        rows = [r.rows for r in results]
+        first = results[0]
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": sum(rows),
+                "dagster/column_schema": schema,
+                "source": db.dialect,
+                "window": first.window.label if len(results) == 1 else f"{len(results)} days",
+                "path": dg.MetadataValue.path(str(first.path)),
+                **_partition_metadata([r.partition for r in results], rows),
+            }
+        )
+
+    @dg.asset(
+        key=transform_key,
+        deps=[extract_key],
+        description=(
+            f"{spec.title}: rows conformed to the export's columns and types, checked to "
+            "belong to the partition's organization, with totals and a preview."
+        ),
+        kinds={"pyarrow", "parquet"},
+        check_specs=[
+            dg.AssetCheckSpec(
+                "tenant_isolation",
+                asset=transform_key,
+                blocking=True,
+                description="Every row belongs to the partition's organization.",
+            )
+        ],
+        **common,
+    )
+    def transform(context: dg.AssetExecutionContext, work: WorkAreaResource) -> dg.MaterializeResult:
+        area = work.work_area()
+        results = [transform_partition(spec, area, p) for p in partitions_of(context)]
+        rows = [r.rows for r in results]
+        foreign = sum(r.foreign_rows for r in results)
+        first = results[0]
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": sum(rows),
+                "dagster/column_schema": schema,
+                "preview": dg.MetadataValue.md(markdown_preview(first.preview, spec.column_names)),
+                "totals": dg.MetadataValue.json(first.totals),
+                "null_counts": dg.MetadataValue.json(first.nulls),
+                **_partition_metadata([r.partition for r in results], rows),
+            },
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name="tenant_isolation",
+                    passed=foreign == 0,
+                    metadata={"rows_of_other_organizations": foreign},
+                    description=None if foreign == 0 else f"{foreign} rows of another organization",
+                )
+            ],
+        )
+
+    @dg.asset(
+        key=render_key,
+        deps=[transform_key],
+        description=(
+            f"{spec.title} rendered into files (default: "
+            f"{', '.join(f.value for f in spec.default_formats)})."
+        ),
+        kinds={_KINDS[f] for f in spec.default_formats},
+        **common,
+    )
+    def render(
+        context: dg.AssetExecutionContext, config: RenderConfig, work: WorkAreaResource
+    ) -> dg.MaterializeResult:
+        area = work.work_area()
+        formats = list(dict.fromkeys(config.formats)) or list(spec.default_formats)
+        options = config.options()
+        partitions = partitions_of(context)
+        rendered = [render_partition(spec, area, p, formats, options) for p in partitions]
+        first = rendered[0]
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": sum(f[0].rows for f in rendered if f),
+                "formats": ", ".join(f.value for f in formats),
+                "files": dg.MetadataValue.json(
+                    {f.path.name: f.path.stat().st_size for f in first}
+                ),
+                **_partition_metadata(partitions, [f[0].rows if f else 0 for f in rendered]),
+            }
+        )
+
+    @dg.asset(
+        key=publish_key,
+        deps=[render_key],
+        description=(
+            f"{spec.title} published to the store under "
+            f"{spec.key}/org=<org>/date=<day>/ with manifest.json (SHA-256 per file)."
+        ),
+        kinds={"file"},
+        check_specs=[
+            dg.AssetCheckSpec(
+                "manifest_verifies",
+                asset=publish_key,
+                description="Every published file's SHA-256 and size match manifest.json.",
+            )
+        ],
+        **common,
+    )
+    def publish(context: dg.AssetExecutionContext, store: StoreResource, work: WorkAreaResource):
+        area = work.work_area()
+        target = store.store()
+        partitions = partitions_of(context)
+        outcomes = [
+            publish_partition(spec, area, target, p, context.run_id) for p in partitions
+        ]
+        problems = [
+            problem for p in partitions for problem in verify_folder(target, p.folder(spec.key))
+        ]
+        manifest, files = outcomes[0]
+        metadata: dict[str, Any] = {
+            "dagster/row_count": sum(m["row_count"] for m, _ in outcomes),
+            "manifest": dg.MetadataValue.path(
+                target.location(f"{partitions[0].folder(spec.key)}/manifest.json")
+            ),
+            "files": dg.MetadataValue.md(
+                "| file | bytes | rows | sha256 |\n|---|---|---|---|\n"
+                + "\n".join(f"| {f.location} | {f.bytes:,} | {f.rows:,} | `{f.sha256}` |" for f in files)
+            ),
+        }
+        for f in files:
+            metadata[f"sha256 {f.name}"] = f.sha256
+        metadata.update(_partition_metadata(partitions, [m["row_count"] for m, _ in outcomes]))
+        return dg.MaterializeResult(
+            metadata=metadata,
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name="manifest_verifies",
+                    passed=not problems,
+                    metadata={"problems": dg.MetadataValue.json([str(p) for p in problems])},
+                )
+            ],
+        )
+
+    return [extract, transform, render, publish]
+
+
+def all_export_assets(specs: Sequence[ExportSpec]) -> list[dg.AssetsDefinition]:
+    return [asset for spec in specs for asset in export_assets(spec)]
+

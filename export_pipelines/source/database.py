@@ -1,0 +1,328 @@
+"""One Arrow-native interface to the application database, embedded (SQLite) or PostgreSQL.
+
+Both engines are read through ADBC, so a query's rows arrive as Arrow record batches
+(no Python object per row) and every value is a bound parameter. Queries are written once
+with named parameters (`:org_id`) and translated per engine (`?` for SQLite, `$n` for
+PostgreSQL).
+
+SQLite has no column types, and ADBC's SQLite driver infers each result column's Arrow
+type from the first batch it reads, failing later if a value of another storage class
+shows up (a nullable score that is NULL for the first rows, then 72.5). So on SQLite every
+result column is cast to a fixed storage class and a typed first row (the "witness") is
+prepended, then dropped; the batches are then cast to the export's declared Arrow types.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import os
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from export_pipelines.columns import Column, ColumnType, arrow_schema
+
+_PARAM = re.compile(r"(?<![:\w]):([A-Za-z_][A-Za-z0-9_]*)")
+_SQLITE_BATCH_ROWS = "65536"
+
+# How a result column is pinned to one storage class per engine.
+_SQLITE_CAST = {
+    ColumnType.STRING: "CAST({} AS TEXT)",
+    ColumnType.INT: "CAST({} AS INTEGER)",
+    ColumnType.FLOAT: "CAST({} AS REAL)",
+    ColumnType.BOOL: "CAST({} AS INTEGER)",
+    ColumnType.TIMESTAMP: "CAST({} AS TEXT)",
+    ColumnType.DATE: "CAST({} AS TEXT)",
+}
+_SQLITE_WITNESS = {
+    ColumnType.STRING: "''",
+    ColumnType.INT: "0",
+    ColumnType.FLOAT: "0.5",
+    ColumnType.BOOL: "0",
+    ColumnType.TIMESTAMP: "''",
+    ColumnType.DATE: "''",
+}
+_POSTGRES_CAST = {
+    ColumnType.STRING: "CAST({} AS TEXT)",
+    ColumnType.INT: "CAST({} AS BIGINT)",
+    ColumnType.FLOAT: "CAST({} AS DOUBLE PRECISION)",
+    ColumnType.BOOL: "CAST({} AS BOOLEAN)",
+    ColumnType.TIMESTAMP: "CAST({} AS TIMESTAMP)",
+    ColumnType.DATE: "CAST({} AS DATE)",
+}
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def sqlite_timestamp(value: dt.datetime) -> str:
+    """The text form the embedded database stores timestamps in (UTC, sortable as text).
+
+    Stored values always carry six fraction digits; a bound boundary at a whole second is
+    written without them, so that '…00:00:00' sorts before '…00:00:00.000000' and a
+    half-open window [start, end) compares correctly as text.
+    """
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    if value.microsecond:
+        return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+    return value.strftime("%Y-%m-%d %H:%M:%S")
+
+
+@dataclass(frozen=True)
+class SourceDatabase:
+    """The application database at `url` (`sqlite:///path` or `postgresql://…`)."""
+
+    url: str
+
+    @property
+    def dialect(self) -> str:
+        scheme = urlparse(self.url).scheme
+        if scheme in ("postgresql", "postgres"):
+            return "postgresql"
+        if scheme == "sqlite":
+            return "sqlite"
+        raise ValueError(
+            f"unsupported source database URL {self.url!r}: "
+            "use postgresql://… or sqlite:///path/to/file.db"
+        )
+
+    @property
+    def sqlite_path(self) -> Path:
+        return Path(self.url[len("sqlite:///") :] if self.url.startswith("sqlite:///") else "")
+
+    # -- connections -------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[Any]:
+        if self.dialect == "postgresql":
+            import adbc_driver_postgresql.dbapi as pg
+
+            conn = pg.connect(self.url)
+        else:
+            import adbc_driver_sqlite.dbapi as sq
+
+            conn = sq.connect(str(self.sqlite_path))
+            with contextlib.closing(conn.cursor()) as cur:
+                cur.execute("PRAGMA busy_timeout = 30000")
+                cur.fetchall()
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    # -- parameters --------------------------------------------------------------------
+
+    def bind(self, sql: str, params: Mapping[str, Any]) -> tuple[str, list[Any]]:
+        """Translate `:name` parameters to the engine's style and order the values."""
+        values: list[Any] = []
+        numbered: dict[str, int] = {}
+
+        def replace(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in params:
+                raise KeyError(f"query parameter :{name} has no value")
+            if self.dialect == "postgresql":
+                if name not in numbered:
+                    values.append(self._value(params[name]))
+                    numbered[name] = len(values)
+                return f"${numbered[name]}"
+            values.append(self._value(params[name]))
+            return "?"
+
+        return _PARAM.sub(replace, sql), values
+
+    def _value(self, value: Any) -> Any:
+        if self.dialect == "sqlite":
+            if isinstance(value, dt.datetime):
+                return sqlite_timestamp(value)
+            if isinstance(value, dt.date):
+                return value.isoformat()
+            if isinstance(value, bool):
+                return int(value)
+        elif isinstance(value, dt.datetime) and value.tzinfo is not None:
+            # TIMESTAMP columns hold naive UTC; compare like with like.
+            return value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        return value
+
+    # -- reads -------------------------------------------------------------------------
+
+    def stream(
+        self, sql: str, params: Mapping[str, Any], columns: Sequence[Column]
+    ) -> pa.RecordBatchReader:
+        """Run `sql` and stream its rows as batches typed exactly as `columns` declares.
+
+        The query must return the columns in this order and with these names.
+        """
+        schema = arrow_schema(list(columns))
+        wrapped = self._typed(sql, columns)
+        query, values = self.bind(wrapped, params)
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            with self.connect() as conn, contextlib.closing(conn.cursor()) as cur:
+                if self.dialect == "sqlite":
+                    cur.adbc_statement.set_options(
+                        **{"adbc.sqlite.query.batch_rows": _SQLITE_BATCH_ROWS}
+                    )
+                cur.execute(query, values)
+                reader = cur.fetch_record_batch()
+                first = True
+                for batch in reader:
+                    if first and self.dialect == "sqlite":
+                        batch = batch.slice(1)  # drop the witness row
+                    first = False
+                    if batch.num_rows:
+                        yield conform(batch, schema)
+
+        return pa.RecordBatchReader.from_batches(schema, batches())
+
+    def _typed(self, sql: str, columns: Sequence[Column]) -> str:
+        casts = _SQLITE_CAST if self.dialect == "sqlite" else _POSTGRES_CAST
+        select = ", ".join(
+            casts[c.type].format(f"q.{quote_ident(c.name)}") + f" AS {quote_ident(c.name)}"
+            for c in columns
+        )
+        typed = f"SELECT {select} FROM ({sql}) AS q"
+        if self.dialect == "postgresql":
+            return typed
+        witness = ", ".join(
+            f"{_SQLITE_WITNESS[c.type]} AS {quote_ident(c.name)}" for c in columns
+        )
+        # UNION ALL runs its arms in order, so the witness is the first row read.
+        return f"SELECT {witness} UNION ALL SELECT * FROM ({typed})"
+
+    def fetch_table(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
+        """A small query's whole result (counts, lookups); not for export-sized reads."""
+        query, values = self.bind(sql, params or {})
+        with self.connect() as conn, contextlib.closing(conn.cursor()) as cur:
+            cur.execute(query, values)
+            return cur.fetch_arrow_table()
+
+    def fetch_rows(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict]:
+        return self.fetch_table(sql, params).to_pylist()
+
+    def scalar(self, sql: str, params: Mapping[str, Any] | None = None) -> Any:
+        table = self.fetch_table(sql, params)
+        return table.column(0)[0].as_py() if table.num_rows else None
+
+    # -- writes ------------------------------------------------------------------------
+
+    def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> int:
+        """Run one statement in its own transaction; return the number of rows it changed."""
+        query, values = self.bind(sql, params or {})
+        with self.connect() as conn, contextlib.closing(conn.cursor()) as cur:
+            cur.execute(query, values)
+            changed = cur.rowcount
+            conn.commit()
+        return changed
+
+    def create_schema(self) -> None:
+        ddl = resources.files("export_pipelines.source").joinpath("schema.sql").read_text()
+        if self.dialect == "sqlite":
+            import adbc_driver_sqlite.dbapi as sq
+
+            # Readers (runs) and writers (sensors updating requests) live in different
+            # processes: WAL lets them proceed without blocking each other. The mode is
+            # stored in the file, and can only be switched outside a transaction.
+            with sq.connect(str(self.sqlite_path), autocommit=True) as conn:
+                with contextlib.closing(conn.cursor()) as cur:
+                    cur.execute("PRAGMA journal_mode = WAL")
+                    cur.fetchall()
+        with self.connect() as conn, contextlib.closing(conn.cursor()) as cur:
+            for statement in _statements(ddl):
+                cur.execute(statement)
+            conn.commit()
+
+    def ingest(self, chunks: Iterator[tuple[str, pa.Table]]) -> dict[str, int]:
+        """Append generated (table, chunk) pairs in one transaction; return rows per table."""
+        counts: dict[str, int] = {}
+        with self.connect() as conn, contextlib.closing(conn.cursor()) as cur:
+            for table, chunk in chunks:
+                if self.dialect == "sqlite":
+                    chunk = to_sqlite_storage(chunk)
+                cur.adbc_ingest(table, chunk, mode="append")
+                counts[table] = counts.get(table, 0) + chunk.num_rows
+            conn.commit()
+        return counts
+
+    # -- the embedded default ----------------------------------------------------------
+
+    def ensure_embedded(self, seed: Any = None) -> bool:
+        """Create and seed the embedded database on first use; return True if it did.
+
+        A lock serialises processes that start together (webserver, daemon, a run); the
+        database is built under a temporary name and renamed, so nobody reads a half-seeded
+        file.
+        """
+        if self.dialect != "sqlite":
+            return False
+        path = self.sqlite_path
+        if path.exists():
+            return False
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if path.exists():
+                return False
+            from export_pipelines.source import demo_data
+
+            staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            staging.unlink(missing_ok=True)
+            building = SourceDatabase(f"sqlite:///{staging}")
+            building.create_schema()
+            params = seed or demo_data.DemoParams(end_date=dt.datetime.now(dt.timezone.utc).date())
+            building.ingest(demo_data.generate(params))
+            with building.connect() as conn, contextlib.closing(conn.cursor()) as cur:
+                cur.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                cur.fetchall()
+            for suffix in ("-wal", "-shm"):
+                Path(f"{staging}{suffix}").unlink(missing_ok=True)
+            os.replace(staging, path)
+            return True
+
+
+def _statements(ddl: str) -> list[str]:
+    lines = [line.split("--", 1)[0] for line in ddl.splitlines()]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """Cast a batch to `schema`: text timestamps parse as UTC, 0/1 become booleans."""
+    arrays = []
+    for field, array in zip(schema, batch.columns):
+        if pa.types.is_timestamp(field.type) and (
+            pa.types.is_string(array.type) or pa.types.is_large_string(array.type)
+        ):
+            array = pc.cast(pc.cast(array, pa.timestamp("us")), field.type)
+        elif pa.types.is_timestamp(field.type) and array.type.tz is None:
+            array = pc.cast(array, pa.timestamp(field.type.unit)).cast(field.type)
+        elif pa.types.is_date(field.type) and pa.types.is_string(array.type):
+            array = pc.cast(pc.cast(array, pa.timestamp("s")), pa.date32())
+        elif pa.types.is_null(array.type):
+            array = pa.nulls(len(array), field.type)
+        else:
+            array = pc.cast(array, field.type)
+        arrays.append(array)
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def to_sqlite_storage(table: pa.Table) -> pa.Table:
+    """Store timestamps as sortable UTC text and booleans as 0/1, as the schema says."""
+    columns = []
+    for field, column in zip(table.schema, table.columns):
+        if pa.types.is_timestamp(field.type):
+            column = pc.strftime(column.cast(pa.timestamp("us")), format="%Y-%m-%d %H:%M:%S")
+        elif pa.types.is_boolean(field.type):
+            column = column.cast(pa.int64())
+        columns.append(column)
+    return pa.Table.from_arrays(columns, names=table.column_names)

@@ -1,0 +1,398 @@
+"""The four stages of every export, as plain functions (the Dagster layer only calls them).
+
+extract   source rows of one partition's window → Parquet in the working area
+transform conform to the spec (types, columns, tenant), totals and a preview → Parquet
+render    the conformed rows → one file per requested format
+publish   rendered files → the store, with checksums, manifest last
+
+Stages hand data to each other as Parquet files, streamed batch by batch, so a partition of
+any size flows through in bounded memory.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import shutil
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from export_pipelines.catalog.spec import ExportSpec, Window, WindowKind
+from export_pipelines.manifest import PublishedFile, publish_folder
+from export_pipelines.render import (
+    ExportFormat,
+    RenderedFile,
+    RenderOptions,
+    ReportContext,
+    render,
+)
+from export_pipelines.source.database import SourceDatabase
+from export_pipelines.store import Store
+
+CODE_VERSION = "0.1.0"
+_BATCH_ROWS = 65_536
+PREVIEW_ROWS = 10
+
+
+@dataclass(frozen=True)
+class ExportPartition:
+    """One organization on one UTC day: the unit every export is computed in."""
+
+    organization_id: str
+    date: dt.date
+
+    @property
+    def key(self) -> str:
+        """The multi-partition key string (dimensions sorted by name: date, org)."""
+        return f"{self.date.isoformat()}|{self.organization_id}"
+
+    @classmethod
+    def from_key(cls, key: Any) -> ExportPartition:
+        by_dimension = getattr(key, "keys_by_dimension", None)
+        if by_dimension:
+            return cls(by_dimension["org"], dt.date.fromisoformat(by_dimension["date"]))
+        date, _, org = str(key).partition("|")
+        return cls(org, dt.date.fromisoformat(date))
+
+    @property
+    def window(self) -> Window:
+        return Window.for_days(self.date, self.date)
+
+    def folder(self, export_type: str) -> str:
+        return f"{export_type}/org={self.organization_id}/date={self.date.isoformat()}"
+
+    def file_stem(self, export_type: str) -> str:
+        return f"{export_type}_{self.organization_id}_{self.date.isoformat()}"
+
+
+class WorkArea:
+    """The stages' private working area: `<root>/<type>/<stage>/org=…/date=…/`."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def folder(self, spec: ExportSpec, stage: str, partition: ExportPartition) -> Path:
+        return self.root / spec.key / stage / partition.folder(spec.key).split("/", 1)[1]
+
+    def replace(self, target: Path, build: Callable[[Path], Any]) -> Any:
+        """Build a stage's output in a fresh folder, then swap it in whole."""
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = target.with_name(f".{target.name}.{uuid.uuid4().hex}")
+        staging.mkdir()
+        try:
+            result = build(staging)
+            if target.exists():
+                shutil.rmtree(target)
+            staging.rename(target)
+            return result
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging)
+
+
+def _require(path: Path, stage: str, partition: ExportPartition) -> Path:
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{stage} output for partition {partition.key} is missing ({path}); "
+            f"materialize the upstream stage for this partition first"
+        )
+    return path
+
+
+def read_batches(paths: Sequence[Path], schema: pa.Schema) -> pa.RecordBatchReader:
+    """Stream the rows of several Parquet files, in order, as one reader."""
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for path in paths:
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=_BATCH_ROWS):
+                yield batch.select(schema.names).cast(schema)
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
+
+
+def write_parquet(reader: pa.RecordBatchReader, path: Path, metadata: dict[str, str]) -> int:
+    schema = reader.schema.with_metadata({k.encode(): v.encode() for k, v in metadata.items()})
+    rows = 0
+    with pq.ParquetWriter(path, schema, compression="zstd") as writer:
+        for batch in reader:
+            writer.write_batch(batch)
+            rows += batch.num_rows
+    return rows
+
+
+# -- extract ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExtractResult:
+    partition: ExportPartition
+    rows: int
+    path: Path
+    window: Window
+
+
+def query_parameters(spec: ExportSpec, window: Window, organization_id: str) -> dict[str, Any]:
+    params: dict[str, Any] = {"org_id": organization_id, "window_end": window.end}
+    if spec.window is WindowKind.EVENT:
+        params["window_start"] = window.start
+    return {**spec.parameters, **params}
+
+
+def extract_partition(
+    spec: ExportSpec, db: SourceDatabase, work: WorkArea, partition: ExportPartition
+) -> ExtractResult:
+    window = partition.window
+    sql, filter_params = spec.sql()
+    params = {**query_parameters(spec, window, partition.organization_id), **filter_params}
+    target = work.folder(spec, "extract", partition)
+
+    def build(folder: Path) -> int:
+        reader = db.stream(sql, params, spec.columns)
+        return write_parquet(reader, folder / "data.parquet", {"window": window.label})
+
+    rows = work.replace(target, build)
+    return ExtractResult(partition, rows, target / "data.parquet", window)
+
+
+# -- transform ---------------------------------------------------------------------------
+
+
+@dataclass
+class Totals:
+    """Running totals over a stream of batches (constant memory but for distinct counts)."""
+
+    spec: ExportSpec
+    rows: int = 0
+    nulls: dict[str, int] = field(default_factory=dict)
+    _sums: dict[str, float] = field(default_factory=dict)
+    _counts: dict[str, int] = field(default_factory=dict)
+    _mins: dict[str, Any] = field(default_factory=dict)
+    _maxs: dict[str, Any] = field(default_factory=dict)
+    _distinct: dict[str, set] = field(default_factory=dict)
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        self.rows += batch.num_rows
+        for name in batch.schema.names:
+            self.nulls[name] = self.nulls.get(name, 0) + batch.column(name).null_count
+        for agg in self.spec.totals:
+            column = batch.column(agg.column)
+            if agg.function in ("sum", "mean"):
+                total = pc.sum(column).as_py()
+                self._sums[agg.column] = self._sums.get(agg.column, 0) + (total or 0)
+                self._counts[agg.column] = self._counts.get(agg.column, 0) + pc.count(column).as_py()
+            elif agg.function == "count":
+                self._counts[agg.column] = self._counts.get(agg.column, 0) + pc.count(column).as_py()
+            elif agg.function == "count_distinct":
+                self._distinct.setdefault(agg.column, set()).update(
+                    pc.unique(column.drop_null()).to_pylist()
+                )
+            elif agg.function in ("min", "max"):
+                found = pc.min_max(column).as_py()
+                for store, value, pick in (
+                    (self._mins, found["min"], min),
+                    (self._maxs, found["max"], max),
+                ):
+                    if value is not None:
+                        current = store.get(agg.column)
+                        store[agg.column] = value if current is None else pick(current, value)
+
+    def values(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for agg in self.spec.totals:
+            if agg.function == "sum":
+                out[agg.label] = self._sums.get(agg.column, 0)
+            elif agg.function == "mean":
+                count = self._counts.get(agg.column, 0)
+                out[agg.label] = round(self._sums[agg.column] / count, 2) if count else None
+            elif agg.function == "count":
+                out[agg.label] = self._counts.get(agg.column, 0)
+            elif agg.function == "count_distinct":
+                out[agg.label] = len(self._distinct.get(agg.column, ()))
+            elif agg.function == "min":
+                out[agg.label] = self._mins.get(agg.column)
+            elif agg.function == "max":
+                out[agg.label] = self._maxs.get(agg.column)
+        return {k: _plain(v) for k, v in out.items()}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer() and not math.isinf(value):
+        return int(value)
+    if isinstance(value, (dt.datetime, dt.date)):
+        return value.isoformat()
+    return value
+
+
+@dataclass(frozen=True)
+class TransformResult:
+    partition: ExportPartition
+    rows: int
+    path: Path
+    foreign_rows: int
+    totals: dict[str, Any]
+    nulls: dict[str, int]
+    preview: list[dict[str, Any]]
+
+
+def transform_partition(
+    spec: ExportSpec, work: WorkArea, partition: ExportPartition
+) -> TransformResult:
+    source = _require(work.folder(spec, "extract", partition) / "data.parquet", "extract", partition)
+    target = work.folder(spec, "transform", partition)
+    totals = Totals(spec)
+    preview: list[dict[str, Any]] = []
+    foreign = 0
+
+    def conformed() -> Iterator[pa.RecordBatch]:
+        nonlocal foreign
+        for batch in read_batches([source], spec.schema):
+            # Tenant isolation, checked on the data itself, not just trusted from the query.
+            same_org = pc.equal(batch.column("organization_id"), partition.organization_id)
+            foreign += batch.num_rows - (pc.sum(same_org).as_py() or 0)
+            totals.add(batch)
+            if len(preview) < PREVIEW_ROWS:
+                preview.extend(batch.slice(0, PREVIEW_ROWS - len(preview)).to_pylist())
+            yield batch
+
+    def build(folder: Path) -> int:
+        reader = pa.RecordBatchReader.from_batches(spec.schema, conformed())
+        rows = write_parquet(reader, folder / "data.parquet", {"export_type": spec.key})
+        (folder / "summary.json").write_text(
+            json.dumps({"rows": rows, "totals": totals.values(), "nulls": totals.nulls})
+        )
+        return rows
+
+    rows = work.replace(target, build)
+    return TransformResult(
+        partition, rows, target / "data.parquet", foreign, totals.values(), totals.nulls, preview
+    )
+
+
+# -- render ------------------------------------------------------------------------------
+
+
+def report_context(
+    spec: ExportSpec,
+    organization_id: str,
+    window: Window,
+    totals: dict[str, Any],
+    rows: int,
+    formats: Sequence[ExportFormat],
+    stem: str,
+) -> ReportContext:
+    full = next(
+        (f for f in (ExportFormat.CSV, ExportFormat.PARQUET, ExportFormat.JSONL) if f in formats),
+        ExportFormat.CSV,
+    )
+    summary = [("Rows", f"{rows:,}")] + [
+        (label, "—" if value is None else f"{value:,}" if isinstance(value, (int, float)) else str(value))
+        for label, value in totals.items()
+    ]
+    return ReportContext(
+        export_type=spec.key,
+        title=spec.title,
+        organization_id=organization_id,
+        period=window.label,
+        as_of=window.end.strftime("%Y-%m-%d %H:%M UTC"),
+        summary=tuple(summary),
+        full_file_name=f"{stem}.{full.extension}",
+        chart=spec.chart,
+    )
+
+
+def render_files(
+    spec: ExportSpec,
+    sources: Sequence[Path],
+    folder: Path,
+    stem: str,
+    formats: Sequence[ExportFormat],
+    options: RenderOptions,
+    context: ReportContext,
+) -> list[RenderedFile]:
+    """Render the rows of `sources` once per format into `folder` as `<stem>.<ext>`."""
+    files = []
+    for fmt in formats:
+        reader = read_batches(sources, spec.schema)
+        files.append(render(fmt, reader, folder / f"{stem}.{fmt.extension}", options, context))
+    return files
+
+
+def render_partition(
+    spec: ExportSpec,
+    work: WorkArea,
+    partition: ExportPartition,
+    formats: Sequence[ExportFormat],
+    options: RenderOptions,
+) -> list[RenderedFile]:
+    source_folder = work.folder(spec, "transform", partition)
+    source = _require(source_folder / "data.parquet", "transform", partition)
+    summary = json.loads((source_folder / "summary.json").read_text())
+    stem = partition.file_stem(spec.key)
+    context = report_context(
+        spec, partition.organization_id, partition.window, summary["totals"],
+        summary["rows"], formats, stem,
+    )
+    target = work.folder(spec, "render", partition)
+
+    def build(folder: Path) -> list[RenderedFile]:
+        files = render_files(spec, [source], folder, stem, formats, options, context)
+        (folder / "render.json").write_text(
+            json.dumps(
+                [{"name": f.path.name, "format": f.format.value, "rows": f.rows} for f in files]
+            )
+        )
+        return files
+
+    files = work.replace(target, build)
+    return [RenderedFile(target / f.path.name, f.format, f.rows) for f in files]
+
+
+def rendered_files(spec: ExportSpec, work: WorkArea, partition: ExportPartition) -> list[RenderedFile]:
+    folder = work.folder(spec, "render", partition)
+    listing = json.loads(_require(folder / "render.json", "render", partition).read_text())
+    return [
+        RenderedFile(folder / item["name"], ExportFormat(item["format"]), item["rows"])
+        for item in listing
+    ]
+
+
+# -- publish -----------------------------------------------------------------------------
+
+
+def manifest_header(
+    spec: ExportSpec,
+    organization_id: str,
+    rows: int,
+    run_id: str,
+    date: dt.date | None,
+    request_id: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    return {
+        "export_type": spec.key,
+        "organization_id": organization_id,
+        "date": date.isoformat() if date else None,
+        "row_count": rows,
+        "columns": [{"name": c.name, "type": c.type.value} for c in spec.columns],
+        "code_version": f"{CODE_VERSION}+{spec.code_version}",
+        "run_id": run_id,
+        "request_id": request_id,
+        **(extra or {}),
+    }
+
+
+def publish_partition(
+    spec: ExportSpec, work: WorkArea, store: Store, partition: ExportPartition, run_id: str
+) -> tuple[dict[str, Any], list[PublishedFile]]:
+    files = rendered_files(spec, work, partition)
+    summary = json.loads((work.folder(spec, "transform", partition) / "summary.json").read_text())
+    header = manifest_header(spec, partition.organization_id, summary["rows"], run_id, partition.date)
+    return publish_folder(store, partition.folder(spec.key), files, header)
