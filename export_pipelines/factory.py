@@ -13,7 +13,7 @@ from export_pipelines.render import Compression, ExportFormat, RenderOptions
 from export_pipelines.resources import SourceResource, StoreResource, WorkAreaResource
 from export_pipelines.stages import (
     ExportPartition,
-    extract_partition,
+    extract_days,
     publish_partition,
     render_partition,
     transform_partition,
@@ -126,7 +126,14 @@ def export_assets(spec: ExportSpec) -> list[dg.AssetsDefinition]:
     ) -> dg.MaterializeResult:
         db = source.database()
         area = work.work_area()
-        results = [extract_partition(spec, db, area, p) for p in partitions_of(context)]
+        days_by_org: dict[str, list] = {}
+        for partition in partitions_of(context):
+            days_by_org.setdefault(partition.organization_id, []).append(partition.date)
+        results = [
+            result
+            for org, days in days_by_org.items()
+            for result in extract_days(spec, db, area, org, days)
+        ]
         rows = [r.rows for r in results]
         first = results[0]
         return dg.MaterializeResult(

@@ -150,16 +150,109 @@ def extract_partition(
     spec: ExportSpec, db: SourceDatabase, work: WorkArea, partition: ExportPartition
 ) -> ExtractResult:
     window = partition.window
-    sql, filter_params = spec.sql()
-    params = {**query_parameters(spec, window, partition.organization_id), **filter_params}
+    params = query_parameters(spec, window, partition.organization_id)
     target = work.folder(spec, "extract", partition)
 
     def build(folder: Path) -> int:
-        reader = db.stream(sql, params, spec.columns)
+        reader = db.stream(spec.query, params, spec.columns)
         return write_parquet(reader, folder / "data.parquet", {"window": window.label})
 
     rows = work.replace(target, build)
     return ExtractResult(partition, rows, target / "data.parquet", window)
+
+
+def contiguous_ranges(days: Sequence[dt.date]) -> list[tuple[dt.date, dt.date]]:
+    ranges: list[tuple[dt.date, dt.date]] = []
+    for day in sorted(set(days)):
+        if ranges and day == ranges[-1][1] + dt.timedelta(days=1):
+            ranges[-1] = (ranges[-1][0], day)
+        else:
+            ranges.append((day, day))
+    return ranges
+
+
+def extract_days(
+    spec: ExportSpec,
+    db: SourceDatabase,
+    work: WorkArea,
+    organization_id: str,
+    days: Sequence[dt.date],
+) -> list[ExtractResult]:
+    """Extract many days of one organization.
+
+    Row-level event exports (those with a `time_column`) read each run of consecutive
+    days with one query and split the ordered rows by day, so a year costs one query,
+    not 365. Other exports (snapshots, per-window aggregates) are extracted day by day.
+    """
+    if spec.window is not WindowKind.EVENT or spec.time_column is None or len(days) == 1:
+        return [extract_partition(spec, db, work, ExportPartition(organization_id, d)) for d in days]
+    results: list[ExtractResult] = []
+    for first, last in contiguous_ranges(days):
+        results.extend(_extract_range(spec, db, work, organization_id, first, last))
+    return results
+
+
+def _extract_range(
+    spec: ExportSpec,
+    db: SourceDatabase,
+    work: WorkArea,
+    organization_id: str,
+    first: dt.date,
+    last: dt.date,
+) -> list[ExtractResult]:
+    window = Window.for_days(first, last)
+    params = query_parameters(spec, window, organization_id)
+    partitions = [
+        ExportPartition(organization_id, first + dt.timedelta(days=i))
+        for i in range((last - first).days + 1)
+    ]
+    token = uuid.uuid4().hex
+    staging = {
+        p.date: work.folder(spec, "extract", p).with_name(f".date={p.date}.{token}")
+        for p in partitions
+    }
+    counts = {p.date: 0 for p in partitions}
+    writers: dict[dt.date, pq.ParquetWriter] = {}
+    done: set[dt.date] = set()
+
+    def writer_for(day: dt.date) -> pq.ParquetWriter:
+        if day not in writers:
+            staging[day].mkdir(parents=True)
+            label = Window.for_days(day, day).label
+            schema = spec.schema.with_metadata({b"window": label.encode()})
+            writers[day] = pq.ParquetWriter(staging[day] / "data.parquet", schema, compression="zstd")
+        return writers[day]
+
+    try:
+        # Rows arrive ordered by time, so a day's writer can close once a later day shows.
+        for batch in db.stream(spec.query, params, spec.columns):
+            batch_days = pc.cast(batch.column(spec.time_column), pa.date32())
+            for day in pc.unique(batch_days).to_pylist():
+                rows = batch.filter(pc.equal(batch_days, pa.scalar(day, pa.date32())))
+                writer_for(day).write_batch(rows)
+                counts[day] += rows.num_rows
+                for earlier in [d for d in writers if d < day]:
+                    writers.pop(earlier).close()
+                    done.add(earlier)
+        for day in counts:
+            if day not in done:
+                writer_for(day)  # days without rows still get their (empty) file
+        for writer in writers.values():
+            writer.close()
+        results = []
+        for partition in partitions:
+            target = work.folder(spec, "extract", partition)
+            if target.exists():
+                shutil.rmtree(target)
+            staging[partition.date].rename(target)
+            results.append(
+                ExtractResult(partition, counts[partition.date], target / "data.parquet", partition.window)
+            )
+        return results
+    finally:
+        for folder in staging.values():
+            if folder.exists():
+                shutil.rmtree(folder)
 
 
 # -- transform ---------------------------------------------------------------------------

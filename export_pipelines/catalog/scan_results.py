@@ -26,7 +26,6 @@ SPEC = ExportSpec(
         JOIN projects p ON p.id = a.project_id
         WHERE p.organization_id = :org_id
           AND s.created_at >= :window_start AND s.created_at < :window_end
-          AND {project_filter}
         ORDER BY s.created_at, s.id
     """,
     columns=(
@@ -43,7 +42,7 @@ SPEC = ExportSpec(
         integer("credits_consumed", "Credits the audit consumed"),
         timestamp("scanned_at", "When the scan result was recorded (UTC)"),
     ),
-    project_column="p.id",
+    project_column="project_id",
     time_column="scanned_at",
     totals=(
         Aggregate("Scans", "scan_id", "count"),

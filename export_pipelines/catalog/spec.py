@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,9 +65,9 @@ class ExportSpec:
 
     `query` is SQL for both engines (SQLite and PostgreSQL) returning `columns` in order.
     It receives the bound parameters `:org_id`, `:window_start`, `:window_end` (event
-    window, or for snapshots `:window_end` alone = the end of day D) and, where the spec
-    declares it, `{project_filter}` is replaced by a condition on `project_column`
-    (or `TRUE`-like `1=1` when no project filter applies).
+    window; snapshots use `:window_end` alone = the end of day D). Partitions always hold
+    the whole window; a request's `project_ids` filter applies to `project_column` when
+    its deliverable is built.
     """
 
     key: str
@@ -82,7 +82,7 @@ class ExportSpec:
         ExportFormat.PARQUET,
     )
     access: Access = Access.MEMBER
-    # The SQL expression filtered by a request's `project_ids`; None = not filterable.
+    # The output column a request's `project_ids` filter applies to; None = not filterable.
     project_column: str | None = None
     # The column holding each row's event time (event windows) — used for charts.
     time_column: str | None = None
@@ -109,19 +109,3 @@ class ExportSpec:
         for column in self.columns:
             digest.update(f"{column.name}:{column.type.value};".encode())
         return digest.hexdigest()[:12]
-
-    def sql(self, project_ids: Sequence[str] | None = None) -> tuple[str, dict[str, Any]]:
-        """The query with its project filter expanded into bound parameters."""
-        params: dict[str, Any] = {}
-        condition = "1=1"
-        if project_ids is not None:
-            if self.project_column is None:
-                raise ValueError(f"{self.key} cannot be filtered by project_ids")
-            names = [f"project_id_{i}" for i in range(len(project_ids))]
-            params.update(zip(names, project_ids))
-            condition = (
-                f"{self.project_column} IN ({', '.join(':' + n for n in names)})"
-                if names
-                else "1=0"
-            )
-        return self.query.replace("{project_filter}", condition), params

@@ -246,14 +246,27 @@ class SourceDatabase:
     def ingest(self, chunks: Iterator[tuple[str, pa.Table]]) -> dict[str, int]:
         """Append generated (table, chunk) pairs in one transaction; return rows per table."""
         counts: dict[str, int] = {}
+        column_types: dict[str, dict[str, str]] = {}
         with self.connect() as conn, contextlib.closing(conn.cursor()) as cur:
             for table, chunk in chunks:
                 if self.dialect == "sqlite":
                     chunk = to_sqlite_storage(chunk)
+                else:
+                    if table not in column_types:
+                        column_types[table] = self._postgres_column_types(table)
+                    chunk = to_postgres_storage(chunk, column_types[table])
                 cur.adbc_ingest(table, chunk, mode="append")
                 counts[table] = counts.get(table, 0) + chunk.num_rows
             conn.commit()
         return counts
+
+    def _postgres_column_types(self, table: str) -> dict[str, str]:
+        rows = self.fetch_rows(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_name = :table AND table_schema = current_schema()",
+            {"table": table},
+        )
+        return {r["column_name"]: r["data_type"] for r in rows}
 
     # -- the embedded default ----------------------------------------------------------
 
@@ -325,4 +338,16 @@ def to_sqlite_storage(table: pa.Table) -> pa.Table:
         elif pa.types.is_boolean(field.type):
             column = column.cast(pa.int64())
         columns.append(column)
+    return pa.Table.from_arrays(columns, names=table.column_names)
+
+
+_POSTGRES_ARROW = {"integer": pa.int32(), "smallint": pa.int16(), "bigint": pa.int64()}
+
+
+def to_postgres_storage(table: pa.Table, column_types: dict[str, str]) -> pa.Table:
+    """Match integer widths to the table's columns (binary COPY accepts no implicit casts)."""
+    columns = []
+    for name, column in zip(table.column_names, table.columns):
+        target = _POSTGRES_ARROW.get(column_types.get(name, ""))
+        columns.append(column.cast(target) if target is not None else column)
     return pa.Table.from_arrays(columns, names=table.column_names)

@@ -1,0 +1,96 @@
+"""JSON renderers: one array of row objects (`write_json`) or one object per line (`write_jsonl`).
+
+Values keep their JSON types: int64 and float64 are numbers (floats in their shortest
+round-trip form; NaN and infinities, which JSON cannot hold, become null), booleans are
+true/false, null is null, text is UTF-8 with only what JSON requires escaped (quotes,
+backslashes, control characters). Timestamps and dates are strings in the shared style
+of `export_pipelines.render.csv` (``2026-03-01T10:00:00.000000Z``, ``2026-03-01``).
+Duplicate column names get a ``_2``, ``_3`` … suffix, since JSON keys must be unique.
+
+The array form is one row object per line between ``[`` and ``]``, so line tools still
+work on it; empty input gives ``[]``.
+
+Speed: each batch goes to polars (Rust) with `pl.from_arrow` (zero-copy) and is written
+by its NDJSON writer; the array form replaces the line breaks between objects with
+``,\\n`` (a raw line break cannot occur inside a JSON value, so this is exact).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+
+from export_pipelines.render import ReportContext, RenderOptions
+
+# The same text as `csv.iso_timestamps` (tested to be identical), done in polars because
+# there it runs in parallel over the columns of the frame.
+TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S%.6fZ"
+
+
+def unique_names(names: Sequence[str]) -> list[str]:
+    """Names with repeats suffixed ``_2``, ``_3`` … so that every name is distinct."""
+    seen: set[str] = set()
+    result = []
+    for name in names:
+        candidate, n = name, 1
+        while candidate in seen:
+            n += 1
+            candidate = f"{name}_{n}"
+        seen.add(candidate)
+        result.append(candidate)
+    return result
+
+
+def _frame(batch: pa.RecordBatch, names: list[str]) -> pl.DataFrame:
+    batch = pa.RecordBatch.from_arrays(batch.columns, names=names)
+    frame = pl.from_arrow(batch)
+    assert isinstance(frame, pl.DataFrame)
+    stamps = [n for n, t in frame.schema.items() if isinstance(t, pl.Datetime)]
+    if stamps:
+        frame = frame.with_columns(
+            pl.col(stamps).dt.convert_time_zone("UTC").dt.replace_time_zone(None)
+            .dt.strftime(TIMESTAMP_FORMAT)
+        )
+    return frame
+
+
+def ndjson_chunks(reader: pa.RecordBatchReader) -> Iterator[tuple[bytes, int]]:
+    """(NDJSON text ending in a newline, row count) for each non-empty batch."""
+    names = unique_names(reader.schema.names)
+    for batch in reader:
+        if batch.num_rows == 0:
+            continue
+        buffer = io.BytesIO()
+        _frame(batch, names).write_ndjson(buffer)
+        yield buffer.getvalue(), batch.num_rows
+
+
+def write_jsonl(
+    reader: pa.RecordBatchReader, path: Path, options: RenderOptions, context: ReportContext
+) -> int:
+    """Write one JSON object per line; return the number of rows."""
+    rows = 0
+    with open(path, "wb") as out:
+        for text, count in ndjson_chunks(reader):
+            out.write(text)
+            rows += count
+    return rows
+
+
+def write_json(
+    reader: pa.RecordBatchReader, path: Path, options: RenderOptions, context: ReportContext
+) -> int:
+    """Write one JSON array of row objects, streamed batch by batch; return the row count."""
+    rows = 0
+    with open(path, "wb") as out:
+        out.write(b"[")
+        for text, count in ndjson_chunks(reader):
+            out.write(b",\n" if rows else b"\n")
+            out.write(text[:-1].replace(b"\n", b",\n"))
+            rows += count
+        out.write(b"\n]\n" if rows else b"]\n")
+    return rows

@@ -1,0 +1,4 @@
+"""stub"""
+
+def write_pdf(*a):
+    raise NotImplementedError

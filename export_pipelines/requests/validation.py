@@ -1,0 +1,262 @@
+"""Checking an export request before any work is spent on it (CONTRACT §6).
+
+A rejected request gets one sentence a person understands: what is wrong and what would
+be right. Nothing here raises anything but `RequestRejected`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from export_pipelines.catalog import CATALOG
+from export_pipelines.catalog.spec import Access, ExportSpec, Window, WindowKind
+from export_pipelines.render import Compression, ExportFormat, RenderOptions
+from export_pipelines.source.database import SourceDatabase
+
+FILTER_KEYS = {"date_from", "date_to", "project_ids", "user_id"}
+PARAMETER_KEYS = {"delimiter", "bom", "compression", "columns", "formula_guard", "pdf_row_limit"}
+DEFAULT_RANGE_DAYS = 30
+# Rough bytes per value of each column type in a rendered file, for size estimates.
+_BYTES_PER_VALUE = {"string": 40, "int": 8, "float": 10, "bool": 5, "timestamp": 27, "date": 10}
+
+
+class RequestRejected(Exception):
+    """The request cannot be served; the message is written to `error_message`."""
+
+
+def max_request_bytes() -> int:
+    return int(os.environ.get("EXPORT_MAX_REQUEST_BYTES", str(2 * 1024**3)))
+
+
+def requests_per_hour() -> int:
+    return int(os.environ.get("EXPORT_REQUESTS_PER_HOUR", "20"))
+
+
+@dataclass(frozen=True)
+class ValidRequest:
+    """A request that passed every check, with its filters and options parsed."""
+
+    id: str
+    organization_id: str
+    user_id: str
+    spec: ExportSpec
+    format: ExportFormat
+    date_from: dt.date
+    date_to: dt.date
+    project_ids: tuple[str, ...] | None
+    columns: tuple[str, ...] | None
+    options: RenderOptions
+    estimated_rows: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def days(self) -> list[dt.date]:
+        """The daily partitions the deliverable is built from."""
+        if self.spec.window is WindowKind.SNAPSHOT:
+            return [self.date_to]
+        count = (self.date_to - self.date_from).days + 1
+        return [self.date_from + dt.timedelta(days=i) for i in range(count)]
+
+    @property
+    def window(self) -> Window:
+        return Window.for_days(self.date_from, self.date_to)
+
+    def run_config(self) -> dict[str, Any]:
+        return {"request_id": self.id}
+
+
+def _json_object(text: Any, what: str) -> dict[str, Any]:
+    if text is None or text == "":
+        return {}
+    try:
+        value = json.loads(text) if isinstance(text, str) else text
+    except json.JSONDecodeError as error:
+        raise RequestRejected(f"{what} is not valid JSON ({error.msg} at position {error.pos})")
+    if not isinstance(value, dict):
+        raise RequestRejected(f"{what} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _date(value: Any, name: str) -> dt.date:
+    if not isinstance(value, str):
+        raise RequestRejected(f"filter {name} must be a date string YYYY-MM-DD, got {value!r}")
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise RequestRejected(f"filter {name} must be a date YYYY-MM-DD, got {value!r}") from None
+
+
+def parse_filters(raw: Any, spec: ExportSpec, today: dt.date) -> dict[str, Any]:
+    """Validate filter names and types; return date_from, date_to, project_ids, user_id."""
+    filters = _json_object(raw, "filters")
+    unknown = sorted(set(filters) - FILTER_KEYS)
+    if unknown:
+        raise RequestRejected(
+            f"unknown filter {', '.join(unknown)}; allowed filters: {', '.join(sorted(FILTER_KEYS))}"
+        )
+    date_to = _date(filters["date_to"], "date_to") if "date_to" in filters else today
+    date_from = (
+        _date(filters["date_from"], "date_from")
+        if "date_from" in filters
+        else date_to - dt.timedelta(days=DEFAULT_RANGE_DAYS - 1)
+    )
+    if date_from > date_to:
+        raise RequestRejected(f"date_from {date_from} is after date_to {date_to}")
+    if date_to > today:
+        raise RequestRejected(f"date_to {date_to} is in the future (today is {today} UTC)")
+    project_ids = filters.get("project_ids")
+    if project_ids is not None:
+        if not isinstance(project_ids, list) or not all(isinstance(p, str) for p in project_ids):
+            raise RequestRejected("filter project_ids must be a list of project id strings")
+        if spec.project_column is None:
+            raise RequestRejected(f"{spec.key} cannot be filtered by project_ids")
+        project_ids = tuple(dict.fromkeys(project_ids))
+    user_id = filters.get("user_id")
+    if user_id is not None and not isinstance(user_id, str):
+        raise RequestRejected("filter user_id must be a user id string")
+    return {"date_from": date_from, "date_to": date_to, "project_ids": project_ids, "user_id": user_id}
+
+
+def parse_parameters(raw: Any, spec: ExportSpec) -> tuple[RenderOptions, tuple[str, ...] | None]:
+    params = _json_object(raw, "parameters")
+    unknown = sorted(set(params) - PARAMETER_KEYS)
+    if unknown:
+        raise RequestRejected(
+            f"unknown parameter {', '.join(unknown)}; allowed: {', '.join(sorted(PARAMETER_KEYS))}"
+        )
+    delimiter = params.get("delimiter", ",")
+    if not isinstance(delimiter, str) or len(delimiter) != 1 or delimiter in "\"\r\n":
+        raise RequestRejected(f"parameter delimiter must be one character (not a quote or newline), got {delimiter!r}")
+    for flag in ("bom", "formula_guard"):
+        if flag in params and not isinstance(params[flag], bool):
+            raise RequestRejected(f"parameter {flag} must be true or false, got {params[flag]!r}")
+    try:
+        compression = Compression.parse(params.get("compression"))
+    except ValueError as error:
+        raise RequestRejected(f"parameter {error}") from None
+    row_limit = params.get("pdf_row_limit", 100_000)
+    if not isinstance(row_limit, int) or isinstance(row_limit, bool) or row_limit < 1:
+        raise RequestRejected(f"parameter pdf_row_limit must be a positive integer, got {row_limit!r}")
+    columns = params.get("columns")
+    if columns is not None:
+        if not isinstance(columns, list) or not columns or not all(isinstance(c, str) for c in columns):
+            raise RequestRejected("parameter columns must be a non-empty list of column names")
+        unknown_columns = [c for c in columns if c not in spec.column_names]
+        if unknown_columns:
+            raise RequestRejected(
+                f"unknown column {', '.join(unknown_columns)} for {spec.key}; "
+                f"columns: {', '.join(spec.column_names)}"
+            )
+        columns = tuple(dict.fromkeys(columns))
+    options = RenderOptions(
+        csv_delimiter=delimiter,
+        csv_bom=params.get("bom", False),
+        formula_guard=params.get("formula_guard", True),
+        compression=compression,
+        pdf_row_limit=row_limit,
+    )
+    return options, columns
+
+
+def estimate_rows(db: SourceDatabase, spec: ExportSpec, organization_id: str, window: Window, extra: dict) -> int:
+    params = {**spec.parameters, **extra, "org_id": organization_id, "window_end": window.end}
+    if spec.window is WindowKind.EVENT:
+        params["window_start"] = window.start
+    return int(db.scalar(f"SELECT count(*) FROM ({spec.query}) AS q", params) or 0)
+
+
+def estimate_bytes(spec: ExportSpec, rows: int) -> int:
+    return rows * sum(_BYTES_PER_VALUE[c.type.value] + 1 for c in spec.columns)
+
+
+def validate(row: dict[str, Any], db: SourceDatabase, now: dt.datetime) -> ValidRequest:
+    """Check one export_requests row; return it parsed, or raise RequestRejected."""
+    export_type = str(row.get("export_type") or "")
+    spec = CATALOG.get(export_type.strip().lower())
+    if spec is None:
+        raise RequestRejected(
+            f"unknown export type {export_type!r}; available types: {', '.join(sorted(CATALOG))}"
+        )
+    try:
+        fmt = ExportFormat.parse(str(row.get("export_format") or ""))
+    except ValueError as error:
+        raise RequestRejected(str(error)) from None
+
+    org_id, user_id = row["organization_id"], row["user_id"]
+    users = db.fetch_rows(
+        "SELECT id, organization_id, is_admin FROM users WHERE id = :id", {"id": user_id}
+    )
+    if not users:
+        raise RequestRejected(f"user {user_id!r} does not exist")
+    user = users[0]
+    if user["organization_id"] != org_id:
+        raise RequestRejected(f"user {user_id!r} is not a member of organization {org_id!r}")
+    if spec.access is Access.ADMIN and not bool(user["is_admin"]):
+        raise RequestRejected(f"{spec.key} is available to organization admins only")
+
+    filters = parse_filters(row.get("filters"), spec, now.date())
+    extra: dict[str, Any] = {}
+    if spec.access is Access.SELF:
+        subject = filters["user_id"] or user_id
+        if subject != user_id:
+            raise RequestRejected(f"{spec.key} can only be requested by a user for their own data")
+        extra["user_id"] = user_id
+    elif filters["user_id"] is not None:
+        raise RequestRejected(f"filter user_id applies to user_data_export only, not {spec.key}")
+
+    if filters["project_ids"]:
+        found = db.fetch_table(
+            "SELECT id FROM projects WHERE organization_id = :org AND id IN ("
+            + ", ".join(f":p{i}" for i in range(len(filters["project_ids"])))
+            + ")",
+            {"org": org_id, **{f"p{i}": p for i, p in enumerate(filters["project_ids"])}},
+        ).column("id").to_pylist()
+        missing = [p for p in filters["project_ids"] if p not in set(found)]
+        if missing:
+            raise RequestRejected(
+                f"project_ids not found in this organization: {', '.join(missing)}"
+            )
+
+    options, columns = parse_parameters(row.get("parameters"), spec)
+
+    window = Window.for_days(filters["date_from"], filters["date_to"])
+    if spec.window is WindowKind.SNAPSHOT:
+        window = Window.for_days(filters["date_to"], filters["date_to"])
+    rows = estimate_rows(db, spec, org_id, window, extra)
+    size = estimate_bytes(spec, rows)
+    limit = max_request_bytes()
+    if size > limit:
+        raise RequestRejected(
+            f"estimated size {size / 1e6:,.1f} MB ({rows:,} rows) exceeds the limit of "
+            f"{limit / 1e6:,.1f} MB; narrow the date range or the projects"
+        )
+
+    recent = db.scalar(
+        "SELECT count(*) FROM export_requests WHERE user_id = :user AND created_at >= :since "
+        "AND created_at <= :created",
+        {"user": user_id, "since": now - dt.timedelta(hours=1), "created": now},
+    )
+    if int(recent or 0) > requests_per_hour():
+        raise RequestRejected(
+            f"rate limit: {recent} requests by this user in the last hour "
+            f"(at most {requests_per_hour()} per hour); try again later"
+        )
+
+    return ValidRequest(
+        id=row["id"],
+        organization_id=org_id,
+        user_id=user_id,
+        spec=spec,
+        format=fmt,
+        date_from=filters["date_from"],
+        date_to=filters["date_to"],
+        project_ids=filters["project_ids"],
+        columns=columns,
+        options=options,
+        estimated_rows=rows,
+        extra=extra,
+    )
