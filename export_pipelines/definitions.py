@@ -4,6 +4,13 @@ import dagster as dg
 
 from export_pipelines.catalog import SPECS
 from export_pipelines.factory import all_export_assets
+from export_pipelines.on_demand import (
+    expire_exports_job,
+    expire_exports_schedule,
+    export_request_failure_sensor,
+    export_requests_sensor,
+    serve_export_request_job,
+)
 from export_pipelines.partitions import export_partitions, organizations_sensor
 from export_pipelines.resources import default_resources
 
@@ -19,7 +26,8 @@ all_exports_job = dg.define_asset_job(
 
 defs = dg.Definitions(
     assets=export_assets,
-    jobs=[all_exports_job],
-    sensors=[organizations_sensor],
+    jobs=[all_exports_job, serve_export_request_job, expire_exports_job],
+    schedules=[expire_exports_schedule],
+    sensors=[organizations_sensor, export_requests_sensor, export_request_failure_sensor],
     resources=default_resources(),
 )

@@ -15,6 +15,7 @@ from typing import Any
 from export_pipelines.catalog import CATALOG
 from export_pipelines.catalog.spec import Access, ExportSpec, Window, WindowKind
 from export_pipelines.render import Compression, ExportFormat, RenderOptions
+from export_pipelines.requests.ledger import parse_timestamp
 from export_pipelines.source.database import SourceDatabase
 
 FILTER_KEYS = {"date_from", "date_to", "project_ids", "user_id"}
@@ -235,10 +236,12 @@ def validate(row: dict[str, Any], db: SourceDatabase, now: dt.datetime) -> Valid
             f"{limit / 1e6:,.1f} MB; narrow the date range or the projects"
         )
 
+    # Counted up to this request's own creation, so re-validating later gives the same answer.
+    created = parse_timestamp(row.get("created_at")) or now
     recent = db.scalar(
         "SELECT count(*) FROM export_requests WHERE user_id = :user AND created_at >= :since "
         "AND created_at <= :created",
-        {"user": user_id, "since": now - dt.timedelta(hours=1), "created": now},
+        {"user": user_id, "since": created - dt.timedelta(hours=1), "created": created},
     )
     if int(recent or 0) > requests_per_hour():
         raise RequestRejected(

@@ -223,6 +223,10 @@ class SourceDatabase:
         with self.connect() as conn, contextlib.closing(conn.cursor()) as cur:
             cur.execute(query, values)
             changed = cur.rowcount
+            if self.dialect == "sqlite":
+                # ADBC's SQLite driver reports -1; ask SQLite itself.
+                cur.execute("SELECT changes()")
+                changed = cur.fetchone()[0]
             conn.commit()
         return changed
 

@@ -106,7 +106,7 @@ _PLANS = ("free", "pro", "enterprise")
 _PLAN_GRANT_FACTOR = np.array([0.3, 0.6, 0.9])  # monthly grant, in days-of-usage * 30
 
 _AUDIT_TYPES = ("full", "quick", "ai_citation")
-_AUDIT_TYPE_P = (0.3, 0.5, 0.2)
+_AUDIT_TYPE_P = (0.45, 0.25, 0.3)
 _AUDIT_COST = np.array([10, 2, 5])
 _AUDIT_STATUSES = ("pending", "running", "completed", "failed")
 _PENDING, _RUNNING, _COMPLETED, _FAILED = range(4)
@@ -626,7 +626,7 @@ class _World:
         self.weight = rng.uniform(0.6, 1.4, n)
         # Credit economics sized so that balances stay positive with an occasional top-up.
         audits_per_day = 1 + self.p.events_per_day * _RATES["audits"] * self.weight * 0.87
-        daily_need = audits_per_day * 4.6
+        daily_need = audits_per_day * 6.0  # mean cost of a charged audit
         self.package = _nice(7 * daily_need)
         self.monthly_grant = _nice(30 * daily_need * _PLAN_GRANT_FACTOR[plan])
         self.opening_balance = _nice(10 * daily_need)
@@ -1187,12 +1187,12 @@ class _World:
         g_amount = np.where(g_day == 0, self.opening_balance[g_org], self.monthly_grant[g_org])
         g_label = np.where(g_day == 0, _L_OPENING, _L_MONTHLY + self.plan[g_org])
         # Purchases: now and then, by an admin, of one or a few packages.
-        buys = rng.random((n_orgs, len(days))) < 0.12 / block.parts
+        buys = rng.random((n_orgs, len(days))) < 0.04 / block.parts
         p_org, p_day = np.nonzero(buys)
         p_day = p_day + block.d0
         m = len(p_org)
         p_rel = p_day * DAY_US + rng.integers(block.lo, block.hi, m)
-        p_amount = self.package[p_org] * rng.choice(np.array([1, 2, 5]), m)
+        p_amount = self.package[p_org] * rng.choice(np.array([1, 2, 5]), m, p=(0.6, 0.3, 0.1))
         extra = _concat("Credit purchase (", _text(p_amount), " credits, card ending ",
                         _text(rng.integers(1000, 10_000, m)), ")")
         # Debits when audits start; failed audits are refunded a little later.

@@ -1,0 +1,215 @@
+"""On-demand exports: the request sensor, the job that serves one request, and its outcome.
+
+The `export_requests` table is the interface (CONTRACT §6): the application inserts a
+PENDING row; the sensor validates it and either marks it FAILED with a reason or launches
+one run (run key = request id, so a request is never served twice); the run writes
+progress and the result back; a run-failure sensor turns any failed or crashed run into
+a FAILED row; a schedule expires old deliverables.
+"""
+
+import datetime as dt
+
+import dagster as dg
+
+from export_pipelines import settings
+from export_pipelines.requests.ledger import (
+    Cursor,
+    RequestLedger,
+    parse_timestamp,
+    utc_now,
+)
+from export_pipelines.requests.serve import build_deliverable, request_folder
+from export_pipelines.requests.validation import RequestRejected, ValidRequest, validate
+from export_pipelines.resources import SourceResource, StoreResource, WorkAreaResource
+
+REQUEST_TAG = "export/request_id"
+ORG_TAG = "export/org"
+USER_TAG = "export/user"
+TYPE_TAG = "export/type"
+MAX_RETRIES = 2
+
+
+class ServeRequestConfig(dg.Config):
+    request_id: str
+
+
+@dg.op(
+    retry_policy=dg.RetryPolicy(max_retries=MAX_RETRIES, delay=1),
+    description="Build one request's deliverable from daily partitions and publish it.",
+)
+def serve_export_request(
+    context: dg.OpExecutionContext,
+    config: ServeRequestConfig,
+    source: SourceResource,
+    store: StoreResource,
+    work: WorkAreaResource,
+):
+    db = source.database()
+    ledger = RequestLedger(db)
+    row = ledger.get(config.request_id)
+    if row is None:
+        raise dg.Failure(f"export request {config.request_id} does not exist")
+    try:
+        request = validate(row, db, utc_now())
+    except RequestRejected as rejected:
+        # Not worth retrying: the row itself is wrong (it changed since the sensor saw it).
+        ledger.fail(config.request_id, str(rejected), context.retry_number)
+        raise dg.Failure(str(rejected), allow_retries=False) from None
+
+    ledger.start(request.id, context.run_id, context.retry_number)
+    target = store.store()
+    deliverable = build_deliverable(
+        request,
+        db,
+        work.work_area(),
+        target,
+        context.run_id,
+        progress=lambda pct: ledger.progress(request.id, pct),
+    )
+    _record_days(context, request, deliverable.built_days)
+
+    completed = utc_now()
+    expires = completed + dt.timedelta(days=settings.retention_days())
+    key = f"{deliverable.folder}/{deliverable.file.name}"
+    ledger.complete(
+        request.id,
+        file_path=target.download_url(key, int((expires - completed).total_seconds())),
+        file_size=deliverable.file.bytes,
+        row_count=deliverable.file.rows,
+        checksum=deliverable.file.sha256,
+        completed_at=completed,
+        expires_at=expires,
+    )
+    ledger.append_audit_log(request.organization_id, request.user_id, "export.completed", request.id)
+    context.log.info(
+        f"request {request.id}: {deliverable.file.rows:,} rows, {deliverable.file.bytes:,} bytes "
+        f"at {deliverable.file.location} ({len(deliverable.built_days)} day(s) built, "
+        f"{len(deliverable.reused_days)} reused)"
+    )
+
+
+def _record_days(context: dg.OpExecutionContext, request: ValidRequest, days) -> None:
+    """Show the daily partitions this request built as materializations in the UI."""
+    from export_pipelines.partitions import organizations
+    from export_pipelines.stages import ExportPartition
+
+    if not days:
+        return
+    if not context.instance.has_dynamic_partition(organizations.name, request.organization_id):
+        context.instance.add_dynamic_partitions(organizations.name, [request.organization_id])
+    for day in days:
+        partition = ExportPartition(request.organization_id, day)
+        for stage in ("extract", "transform"):
+            context.log_event(
+                dg.AssetMaterialization(
+                    asset_key=[request.spec.key, stage],
+                    partition=partition.key,
+                    metadata={"built_for_request": request.id},
+                )
+            )
+
+
+@dg.job(
+    description="Serve one on-demand export request (launched by export_requests_sensor).",
+    tags={"export/kind": "request"},
+)
+def serve_export_request_job():
+    serve_export_request()
+
+
+def run_request_for(request: ValidRequest) -> dg.RunRequest:
+    return dg.RunRequest(
+        run_key=request.id,
+        run_config={"ops": {"serve_export_request": {"config": {"request_id": request.id}}}},
+        tags={
+            REQUEST_TAG: request.id,
+            ORG_TAG: request.organization_id,
+            USER_TAG: request.user_id,
+            TYPE_TAG: request.spec.key,
+        },
+    )
+
+
+@dg.sensor(
+    job=serve_export_request_job,
+    minimum_interval_seconds=10,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Serves PENDING rows of export_requests: rejects invalid ones, launches a run per valid one.",
+)
+def export_requests_sensor(context: dg.SensorEvaluationContext, source: SourceResource):
+    db = source.database()
+    ledger = RequestLedger(db)
+    cursor = Cursor.decode(context.cursor)
+    run_requests = []
+    rejected = 0
+    for row in ledger.pending_after(cursor):
+        cursor = Cursor.of(row)
+        try:
+            request = validate(row, db, utc_now())
+        except RequestRejected as error:
+            message = str(error)
+        except Exception as error:  # noqa: BLE001 - one bad row must not stop the others
+            message = f"the request could not be read: {error}"
+        else:
+            run_requests.append(run_request_for(request))
+            continue
+        rejected += 1
+        context.log.info(f"rejected request {row['id']}: {message}")
+        ledger.reject(row["id"], message)
+        ledger.append_audit_log(row["organization_id"], row["user_id"], "export.failed", row["id"])
+    if not run_requests and not rejected:
+        return dg.SkipReason("no new export requests")
+    return dg.SensorResult(run_requests=run_requests, cursor=cursor.encode())
+
+
+def failure_message(context: dg.RunFailureSensorContext) -> str:
+    for event in context.get_step_failure_events():
+        error = event.step_failure_data.error if event.step_failure_data else None
+        # Retries wrap the real error ("Exceeded max_retries"): report the root cause.
+        while error is not None and error.cause is not None:
+            error = error.cause
+        if error is not None:
+            return f"{error.cls_name}: {error.message}".strip()
+    return context.failure_event.message or "the run failed"
+
+
+@dg.run_failure_sensor(
+    monitored_jobs=[serve_export_request_job],
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Marks the request of a failed (or crashed) run FAILED with the error.",
+)
+def export_request_failure_sensor(context: dg.RunFailureSensorContext, source: SourceResource):
+    request_id = context.dagster_run.tags.get(REQUEST_TAG)
+    if not request_id:
+        return
+    ledger = RequestLedger(source.database())
+    row = ledger.get(request_id)
+    if ledger.fail(request_id, failure_message(context)):
+        ledger.append_audit_log(row["organization_id"], row["user_id"], "export.failed", request_id)
+
+
+@dg.op(description="Delete deliverables past expires_at and mark their requests EXPIRED.")
+def expire_exports(context: dg.OpExecutionContext, source: SourceResource, store: StoreResource):
+    ledger = RequestLedger(source.database())
+    target = store.store()
+    now = utc_now()
+    for row in ledger.due_for_expiry(now):
+        removed = target.delete_prefix(request_folder(row["id"]))
+        ledger.expire(row["id"])
+        context.log.info(
+            f"expired request {row['id']} (expired at {parse_timestamp(row['expires_at'])}): "
+            f"{removed} file(s) deleted"
+        )
+
+
+@dg.job(description="Delete expired on-demand deliverables.")
+def expire_exports_job():
+    expire_exports()
+
+
+expire_exports_schedule = dg.ScheduleDefinition(
+    job=expire_exports_job,
+    cron_schedule="15 * * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)

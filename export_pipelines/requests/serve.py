@@ -1,0 +1,149 @@
+"""Building one request's deliverable from the organization's daily partitions."""
+
+from __future__ import annotations
+
+import datetime as dt
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from export_pipelines.manifest import PublishedFile, publish_folder
+from export_pipelines.requests.validation import ValidRequest
+from export_pipelines.source.database import SourceDatabase
+from export_pipelines.stages import (
+    ExportPartition,
+    Totals,
+    WorkArea,
+    extract_days,
+    manifest_header,
+    read_batches,
+    report_context,
+    transform_partition,
+)
+from export_pipelines.render import ExportFormat, render
+from export_pipelines.store import Store
+
+
+@dataclass(frozen=True)
+class Deliverable:
+    request_id: str
+    folder: str
+    file: PublishedFile
+    manifest: dict[str, Any]
+    built_days: list[dt.date]
+    reused_days: list[dt.date]
+
+
+def request_folder(request_id: str) -> str:
+    return f"requests/{request_id}"
+
+
+def is_fresh(work: WorkArea, request: ValidRequest, day: dt.date) -> bool:
+    """A day's conformed rows can be reused if they were computed after the day ended."""
+    partition = ExportPartition(request.organization_id, day)
+    summary = work.folder(request.spec, "transform", partition) / "summary.json"
+    if not summary.exists():
+        return False
+    written = dt.datetime.fromtimestamp(summary.stat().st_mtime, dt.timezone.utc)
+    return written >= partition.window.end
+
+
+def ensure_days(
+    request: ValidRequest, db: SourceDatabase, work: WorkArea
+) -> tuple[list[dt.date], list[dt.date]]:
+    """Materialize the request's missing or stale daily partitions; return (built, reused)."""
+    reused = [d for d in request.days if is_fresh(work, request, d)]
+    built = [d for d in request.days if d not in set(reused)]
+    if built:
+        extract_days(request.spec, db, work, request.organization_id, built)
+        for day in built:
+            transform_partition(request.spec, work, ExportPartition(request.organization_id, day))
+    return built, reused
+
+
+def filtered(reader: pa.RecordBatchReader, request: ValidRequest) -> pa.RecordBatchReader:
+    """Apply the request's project filter and column choice to a stream of rows."""
+    columns = list(request.columns) if request.columns else reader.schema.names
+    schema = pa.schema([reader.schema.field(c) for c in columns])
+    wanted = pa.array(request.project_ids or [], pa.string())
+    project_column = request.spec.project_column
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for batch in reader:
+            if request.project_ids is not None and project_column:
+                batch = batch.filter(pc.is_in(batch.column(project_column), value_set=wanted))
+            yield batch.select(columns)
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
+
+
+def build_deliverable(
+    request: ValidRequest,
+    db: SourceDatabase,
+    work: WorkArea,
+    store: Store,
+    run_id: str,
+    progress: Callable[[int], None] = lambda pct: None,
+) -> Deliverable:
+    spec = request.spec
+    built, reused = ensure_days(request, db, work)
+    progress(50)
+
+    sources = [
+        work.folder(spec, "transform", ExportPartition(request.organization_id, d)) / "data.parquet"
+        for d in request.days
+    ]
+    totals = Totals(spec)
+    if request.format is ExportFormat.PDF:
+        # The PDF's first page states the row count and totals: one extra pass over
+        # Parquet, cheap next to laying out pages.
+        for batch in filtered(read_batches(sources, spec.schema), request):
+            if request.columns is None:
+                totals.add(batch)
+            else:
+                totals.rows += batch.num_rows
+    stem = f"{spec.key}_{request.organization_id}_{request.date_from}_{request.date_to}"
+    context = report_context(
+        spec,
+        request.organization_id,
+        request.window,
+        totals.values() if request.columns is None else {},
+        totals.rows,
+        [request.format],
+        stem,
+    )
+    with tempfile.TemporaryDirectory(dir=work.root, prefix=".request-") as scratch:
+        reader = filtered(read_batches(sources, spec.schema), request)
+        rendered = render(
+            request.format,
+            reader,
+            Path(scratch) / f"{stem}.{request.format.extension}",
+            request.options,
+            context,
+        )
+        progress(80)
+        columns = list(request.columns) if request.columns else spec.column_names
+        header = manifest_header(
+            spec,
+            request.organization_id,
+            rendered.rows,
+            run_id,
+            date=None,
+            request_id=request.id,
+            extra={
+                "date_from": request.date_from.isoformat(),
+                "date_to": request.date_to.isoformat(),
+                "filters": {"project_ids": list(request.project_ids)}
+                if request.project_ids is not None
+                else {},
+            },
+        )
+        header["columns"] = [c for c in header["columns"] if c["name"] in columns]
+        folder = request_folder(request.id)
+        manifest, published = publish_folder(store, folder, [rendered], header)
+    return Deliverable(request.id, folder, published[0], manifest, built, reused)
