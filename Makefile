@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+DAGSTER_PORT ?= 3000
 
 .PHONY: install dev test test-fast lint format bench system-deps clean
 
@@ -20,7 +21,7 @@ dev: install
 	mkdir -p $(DAGSTER_HOME)
 	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/export-pipelines sync-orgs
-	$(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+	$(BIN)/dagster dev -h 127.0.0.1 -p $(DAGSTER_PORT) -w workspace.yaml
 
 # Debian packages some tests use when present (LibreOffice converts our xlsx files);
 # installed when missing and possible, never fatal.

@@ -80,6 +80,42 @@ def _sync_organizations(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ledger():
+    from export_pipelines.requests.ledger import RequestLedger
+    from export_pipelines.resources import SourceResource
+
+    return RequestLedger(SourceResource(url=settings.source_url()).database())
+
+
+def _request(args: argparse.Namespace) -> int:
+    import json
+
+    filters = {}
+    if args.date_from:
+        filters["date_from"] = args.date_from
+    if args.date_to:
+        filters["date_to"] = args.date_to
+    if args.project:
+        filters["project_ids"] = args.project
+    parameters = json.loads(args.parameters) if args.parameters else None
+    request_id = _ledger().insert(
+        args.org, args.user, args.type, args.format, filters or None, parameters
+    )
+    print(request_id)
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    row = _ledger().get(args.request_id)
+    if row is None:
+        print(f"no export request {args.request_id}", file=sys.stderr)
+        return 1
+    for key, value in row.items():
+        if value is not None:
+            print(f"{key:20} {value}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="export-pipelines", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -99,6 +135,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("folder", help="a local folder or s3://bucket/prefix")
     verify.set_defaults(handler=_verify)
+
+    request = commands.add_parser("request", help="insert an export request (status PENDING)")
+    request.add_argument("--org", required=True, help="organization id")
+    request.add_argument("--user", required=True, help="id of the user asking")
+    request.add_argument("--type", required=True, help="export type, e.g. scan_results")
+    request.add_argument("--format", default="CSV", help="CSV, JSON, JSONL, EXCEL, PDF, PARQUET, XML")
+    request.add_argument("--date-from", help="first day, YYYY-MM-DD")
+    request.add_argument("--date-to", help="last day, YYYY-MM-DD (inclusive)")
+    request.add_argument("--project", action="append", help="a project id (repeatable)")
+    request.add_argument("--parameters", help='format options as JSON, e.g. {"delimiter": ";"}')
+    request.set_defaults(handler=_request)
+
+    status = commands.add_parser("status", help="show an export request")
+    status.add_argument("request_id")
+    status.set_defaults(handler=_status)
 
     sync = commands.add_parser(
         "sync-orgs", help="add the source's organizations as partitions in $DAGSTER_HOME"

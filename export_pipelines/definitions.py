@@ -13,19 +13,20 @@ from export_pipelines.on_demand import (
 )
 from export_pipelines.partitions import export_partitions, organizations_sensor
 from export_pipelines.resources import default_resources
+from export_pipelines.statistics import export_statistics
 
 export_assets = all_export_assets(SPECS)
 
 # Materialize every export type for a partition (or a range of them, as a backfill).
 all_exports_job = dg.define_asset_job(
     "all_exports",
-    selection=dg.AssetSelection.all(),
+    selection=dg.AssetSelection.assets(*export_assets),
     partitions_def=export_partitions,
     description="Extract, transform, render and publish every export type for the chosen partitions.",
 )
 
 defs = dg.Definitions(
-    assets=export_assets,
+    assets=[*export_assets, export_statistics],
     jobs=[all_exports_job, serve_export_request_job, expire_exports_job],
     schedules=[expire_exports_schedule],
     sensors=[organizations_sensor, export_requests_sensor, export_request_failure_sensor],

@@ -6,8 +6,8 @@ import collections
 import dataclasses
 import datetime
 import functools
-import ipaddress
 import io
+import ipaddress
 import json
 import re
 from pathlib import Path
@@ -52,7 +52,7 @@ def parse_schema() -> dict[str, list[tuple[str, str, str | None]]]:
     """(column, SQL type, referenced table) per table, in file order, from schema.sql."""
     sql = re.sub(r"--[^\n]*", "", SCHEMA_SQL.read_text())
     tables = {}
-    for name, body in re.findall(r"CREATE TABLE (\w+) \((.*?)\n\);", sql, flags=re.S):
+    for name, body in re.findall(r"CREATE TABLE (\w+) \((.*?)\n\);", sql, flags=re.DOTALL):
         columns = []
         for line in filter(None, (line.strip() for line in body.splitlines())):
             match = re.match(
@@ -74,7 +74,7 @@ def collect(params: DemoParams, chunk_rows: int = 100_000) -> dict[str, list[pa.
     return dict(chunks)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def frames(params: DemoParams) -> dict[str, pd.DataFrame]:
     """One pandas frame per table (nullable values as None/NaN/NaT)."""
     return {name: pa.concat_tables(c).to_pandas() for name, c in collect(params).items()}
@@ -90,18 +90,24 @@ def ipc_bytes(table: pa.Table) -> bytes:
 
 def owners(f: dict[str, pd.DataFrame]) -> dict[str, dict[str, str]]:
     """For each parent table, id -> organization id."""
-    projects = dict(zip(f["projects"].id, f["projects"].organization_id))
-    audits = dict(zip(f["audits"].id, f["audits"].project_id.map(projects)))
-    content = dict(zip(f["generated_content"].id, f["generated_content"].project_id.map(projects)))
+    projects = dict(zip(f["projects"].id, f["projects"].organization_id, strict=True))
+    audits = dict(zip(f["audits"].id, f["audits"].project_id.map(projects), strict=True))
+    content = dict(
+        zip(f["generated_content"].id, f["generated_content"].project_id.map(projects), strict=True)
+    )
     return {
-        "organizations": dict(zip(f["organizations"].id, f["organizations"].id)),
-        "users": dict(zip(f["users"].id, f["users"].organization_id)),
+        "organizations": dict(zip(f["organizations"].id, f["organizations"].id, strict=True)),
+        "users": dict(zip(f["users"].id, f["users"].organization_id, strict=True)),
         "projects": projects,
         "audits": audits,
         "generated_content": content,
-        "export_requests": dict(zip(f["export_requests"].id, f["export_requests"].organization_id)),
+        "export_requests": dict(
+            zip(f["export_requests"].id, f["export_requests"].organization_id, strict=True)
+        ),
         "report_subscriptions": dict(
-            zip(f["report_subscriptions"].id, f["report_subscriptions"].organization_id)
+            zip(
+                f["report_subscriptions"].id, f["report_subscriptions"].organization_id, strict=True
+            )
         ),
     }
 
@@ -152,7 +158,9 @@ def test_columns_and_types_match_schema_sql(chunk_rows):
 
 
 def test_every_table_is_non_empty_with_default_params():
-    counts = {name: sum(c.num_rows for c in chunks) for name, chunks in collect(DemoParams()).items()}
+    counts = {
+        name: sum(c.num_rows for c in chunks) for name, chunks in collect(DemoParams()).items()
+    }
     assert set(counts) == set(TABLE_ORDER)
     assert all(n > 0 for n in counts.values()), counts
     params = DemoParams()
@@ -177,7 +185,7 @@ def test_same_params_give_byte_identical_data():
     assert set(first) == set(second) == set(TABLE_ORDER)
     for name in TABLE_ORDER:
         assert len(first[name]) == len(second[name])
-        for a, b in zip(first[name], second[name]):
+        for a, b in zip(first[name], second[name], strict=True):
             assert ipc_bytes(a) == ipc_bytes(b), name
 
 
@@ -199,6 +207,13 @@ def test_chunks_respect_chunk_rows_and_do_not_change_the_data(params):
         assert all(s == chunk_rows for s in sizes[:-1]), name  # only the last chunk is short
         assert len(big[name]) == 1
         assert ipc_bytes(pa.concat_tables(small[name])) == ipc_bytes(big[name][0]), name
+
+
+def test_busy_params_really_cut_days_into_slices():
+    # Guards the BUSY parametrisations above: they are only meaningful if days are sliced.
+    blocks = demo_data._World(BUSY).blocks
+    assert any(block.parts > 1 for block in blocks)
+    assert not any(block.parts > 1 for block in demo_data._World(SMALL).blocks)
 
 
 def test_a_million_rows_can_be_generated_chunk_by_chunk():
@@ -226,7 +241,10 @@ def test_ids_are_uuid_shaped_and_globally_unique(params):
         [f[name].id for name in TABLE_ORDER] + [f["export_requests"].run_id.dropna()],
         ignore_index=True,
     )
-    assert len(ids) == sum(len(f[name]) for name in TABLE_ORDER) + f["export_requests"].run_id.notna().sum()
+    assert (
+        len(ids)
+        == sum(len(f[name]) for name in TABLE_ORDER) + f["export_requests"].run_id.notna().sum()
+    )
     assert ids.map(lambda s: bool(UUID.match(s))).all()
     assert ids.is_unique
     # All ids have the same length, so unique ids cannot be substrings of one another.
@@ -284,10 +302,12 @@ def test_foreign_keys_resolve_within_the_organization(params):
 @pytest.mark.parametrize("params", [SMALL, BUSY], ids=["small", "busy"])
 def test_children_are_never_older_than_their_parents(params):
     f = frames(params)
-    audit_time = dict(zip(f["audits"].id, f["audits"].created_at))
+    audit_time = dict(zip(f["audits"].id, f["audits"].created_at, strict=True))
     scans = f["scan_results"]
     assert (scans.created_at >= scans.audit_id.map(audit_time)).all()
-    content_time = dict(zip(f["generated_content"].id, f["generated_content"].created_at))
+    content_time = dict(
+        zip(f["generated_content"].id, f["generated_content"].created_at, strict=True)
+    )
     events = f["content_events"]
     assert len(events) > 0
     assert (events.occurred_at >= events.content_id.map(content_time)).all()
@@ -311,7 +331,9 @@ def test_scores_are_in_range_and_sometimes_null():
         assert present.between(0, 100).all(), column
         assert present.nunique() > 50, column
         assert not np.signbit(present).any(), column  # no -0.0
-    audit_type = dict(zip(frames(SMALL)["audits"].id, frames(SMALL)["audits"].audit_type))
+    audit_type = dict(
+        zip(frames(SMALL)["audits"].id, frames(SMALL)["audits"].audit_type, strict=True)
+    )
     quick = scans.audit_id.map(audit_type) == "quick"
     assert quick.any()
     assert scans.ai_citation_score[quick].isna().all()  # quick audits do no AI checks
@@ -321,8 +343,13 @@ def test_text_exercises_unicode_quotes_commas_newlines_and_formulas():
     f = frames(DemoParams())
     body = f["generated_content"].body
     text = pd.concat(
-        [body, f["generated_content"].title, f["users"].full_name,
-         f["projects"].description.dropna(), f["organizations"].name],
+        [
+            body,
+            f["generated_content"].title,
+            f["users"].full_name,
+            f["projects"].description.dropna(),
+            f["organizations"].name,
+        ],
         ignore_index=True,
     )
     for needle in ('"', ",", "\n", "'", "é", "ü"):
@@ -453,7 +480,9 @@ def test_export_requests_are_valid_pending_requests_and_history():
     pending = requests[requests.status == "PENDING"]
     assert (pending.groupby("organization_id").size() >= 1).all()
     assert pending.organization_id.nunique() == params.organizations
-    assert pending.export_type.isin(["scan_results", "credit_usage_report", "projects_summary"]).all()
+    assert pending.export_type.isin(
+        ["scan_results", "credit_usage_report", "projects_summary"]
+    ).all()
     assert pending.export_format.isin(["CSV", "JSON", "PARQUET"]).all()
     assert pending.parameters.isna().any()
     assert pending.parameters.dropna().eq("{}").all()
@@ -469,7 +498,12 @@ def test_export_requests_are_valid_pending_requests_and_history():
     done = requests[requests.status == "COMPLETED"]
     assert len(done) > 0
     assert (done.progress_percentage == 100).all()
-    assert done[["file_path", "file_size", "row_count", "checksum_sha256", "run_id"]].notna().all().all()
+    assert (
+        done[["file_path", "file_size", "row_count", "checksum_sha256", "run_id"]]
+        .notna()
+        .all()
+        .all()
+    )
     assert done.checksum_sha256.str.fullmatch(r"[0-9a-f]{64}").all()
     assert ((done.created_at <= done.started_at) & (done.started_at <= done.completed_at)).all()
     assert (done.completed_at < done.expires_at).all()
@@ -498,7 +532,9 @@ def test_report_subscriptions_cover_every_cadence_per_org():
 
 
 def test_end_date_moves_the_window():
-    params = DemoParams(organizations=1, days=3, events_per_day=5, end_date=datetime.date(2024, 3, 1))
+    params = DemoParams(
+        organizations=1, days=3, events_per_day=5, end_date=datetime.date(2024, 3, 1)
+    )
     times = pa.concat_tables(collect(params)["scan_results"]).column("created_at")
     start, end = window(params)
     assert pc.min(times).as_py() >= start.to_pydatetime()

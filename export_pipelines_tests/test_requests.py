@@ -251,3 +251,27 @@ def test_expiry_deletes_files_and_marks_expired(env, instance):
     assert result.success
     assert ledger.get(request_id)["status"] == "EXPIRED"
     assert not any(folder.glob("*"))
+
+
+def test_export_statistics_summarise_the_ledger(env, instance):
+    from export_pipelines.statistics import export_statistics, export_statistics_table
+
+    db, ledger, resources, _ = env
+    user = a_user(db, admin=False)
+    served = ledger.insert(user["organization_id"], user["id"], "scan_results", "CSV")
+    ledger.insert(user["organization_id"], user["id"], "nonsense", "CSV")
+    result = tick(instance, db)
+    assert run(instance, result.run_requests[0], resources).success
+
+    table = export_statistics_table(
+        db.fetch_table("SELECT * FROM export_requests").to_pandas()
+    )
+    completed = table[table["status"] == "COMPLETED"].iloc[0]
+    assert completed["requests"] == 1 and completed["export_type"] == "scan_results"
+    assert completed["bytes_delivered"] == ledger.get(served)["file_size"]
+    assert completed["latency_median_s"] >= 0
+    assert table.loc[table["status"] == "FAILED", "requests"].sum() == 1
+
+    outcome = dg.materialize([export_statistics], instance=instance, resources=resources)
+    metadata = outcome.asset_materializations_for_node("operations__export_statistics")[0].metadata
+    assert metadata["completed"].value == 1 and metadata["failed"].value == 1

@@ -39,7 +39,9 @@ from reportlab.graphics import renderPDF
 from reportlab.graphics.charts.barcharts import VerticalBarChart
 from reportlab.graphics.charts.lineplots import LinePlot
 from reportlab.graphics.shapes import Drawing, String
+from reportlab import rl_config
 from reportlab.lib import colors
+from reportlab.lib.rl_accel import escapePDF
 from reportlab.lib.pagesizes import A4, landscape
 from reportlab.pdfbase import pdfmetrics
 from reportlab.pdfbase.ttfonts import TTFont
@@ -87,36 +89,38 @@ GREY_TEXT = colors.Color(0.35, 0.37, 0.4)
 # --- fonts ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
 class _FontSet:
-    """Registered font names plus fallbacks for characters the DejaVu fonts lack."""
+    """The DejaVu fonts plus fallbacks for characters they lack, each loaded on first need."""
 
-    fallbacks: tuple[str, ...]
-    coverage: dict[str, frozenset[int]]
+    def __init__(self, fallback_files: list[Path]):
+        self._fallback_files = fallback_files
+        self._loaded: list[str] | None = None
+
+    def covers(self, name: str, code: int) -> bool:
+        return code in pdfmetrics.getFont(name).face.charToGlyph
+
+    def fallbacks(self) -> list[str]:
+        # Parsing a CJK font costs ~50 MB and 0.5 s: only done once a character needs it.
+        if self._loaded is None:
+            self._loaded = []
+            for file in self._fallback_files:
+                name = f"Fallback-{file.stem}"
+                try:
+                    pdfmetrics.registerFont(TTFont(name, str(file)))
+                except Exception:  # an unusable font file is skipped, not fatal
+                    continue
+                self._loaded.append(name)
+        return self._loaded
 
 
 @functools.lru_cache(maxsize=1)
 def fonts() -> _FontSet:
-    """Register the DejaVu fonts and any fallback font found (once per process)."""
-    coverage = {}
+    """Register the DejaVu fonts and find the fallback font files (once per process)."""
     for name in _DEJAVU.values():
-        font = TTFont(name, str(FONT_DIR / f"{name}.ttf"))
-        pdfmetrics.registerFont(font)
-        coverage[name] = frozenset(font.face.charToGlyph)
-    fallbacks = []
+        pdfmetrics.registerFont(TTFont(name, str(FONT_DIR / f"{name}.ttf")))
     extra = sorted(p for p in FONT_DIR.glob("*.ttf") if p.stem not in _DEJAVU.values())
-    for file in [*extra, *map(Path, _FALLBACK_FONT_FILES)]:
-        if not file.is_file():
-            continue
-        name = f"Fallback-{file.stem}"
-        try:
-            font = TTFont(name, str(file))
-        except Exception:  # an unusable font file is skipped, not fatal
-            continue
-        pdfmetrics.registerFont(font)
-        coverage[name] = frozenset(font.face.charToGlyph)
-        fallbacks.append(name)
-    return _FontSet(tuple(fallbacks), coverage)
+    system = [Path(p) for p in _FALLBACK_FONT_FILES if Path(p).is_file()]
+    return _FontSet([*extra, *system])
 
 
 class _Face:
@@ -124,8 +128,7 @@ class _Face:
 
     def __init__(self, name: str, size: float, font_set: _FontSet):
         self.name, self.size = name, size
-        self._covered = font_set.coverage[name]
-        self._fallbacks = [(f, font_set.coverage[f]) for f in font_set.fallbacks]
+        self._fonts = font_set
         self._widths: dict[str, float] = {}
         self._font_of: dict[str, str] = {}
         self.ascent = pdfmetrics.getAscent(name, size)
@@ -135,8 +138,9 @@ class _Face:
         if font is None:
             font = self.name
             code = ord(char)
-            if code not in self._covered and code > 32:
-                font = next((f for f, cov in self._fallbacks if code in cov), self.name)
+            if code > 32 and not self._fonts.covers(font, code):
+                fallbacks = self._fonts.fallbacks()
+                font = next((f for f in fallbacks if self._fonts.covers(f, code)), self.name)
             self._font_of[char] = font
         return font
 
@@ -158,9 +162,11 @@ class _Face:
         """(font, text) runs: the face's own font wherever it has the glyph."""
         if text.isascii():
             return [(self.name, text)]
+        fonts_used = list(map(self.font_for, text))
+        if fonts_used.count(self.name) == len(fonts_used):
+            return [(self.name, text)]
         runs: list[tuple[str, str]] = []
-        for char in text:
-            font = self.font_for(char)
+        for char, font in zip(text, fonts_used):
             if runs and runs[-1][0] == font:
                 runs[-1] = (font, runs[-1][1] + char)
             else:
@@ -261,9 +267,9 @@ class _Column:
     width: float
     right: bool
 
-    @property
-    def inner(self) -> float:
-        return self.width - 2 * CELL_PAD
+    def __post_init__(self) -> None:
+        self.inner = self.width - 2 * CELL_PAD
+        self.left_text = f"{self.x + CELL_PAD:.2f}"
 
 
 def column_layout(
@@ -284,7 +290,10 @@ def column_layout(
                 if _is_number(field.type):
                     width = max(width, widths[-1] + 2 * CELL_PAD)
         natural.append(min(width, MAX_NATURAL_WIDTH))
-        minimum.append(min(max(MIN_COLUMN_WIDTH, min(header_min, 60.0)), natural[-1]))
+        if pa.types.is_string(field.type) or pa.types.is_large_string(field.type):
+            minimum.append(min(max(MIN_COLUMN_WIDTH, min(header_min, 60.0)), natural[-1]))
+        else:  # numbers and times are not worth wrapping or cutting: text gives way first
+            minimum.append(natural[-1])
     widths = _fit_widths(natural, minimum, available)
     columns, x = [], MARGIN
     for field, width in zip(schema, widths):
@@ -353,8 +362,37 @@ def place_form(canvas: Canvas, name: str, x: float, y: float) -> None:
     canvas.restoreState()
 
 
+class _Encoder:
+    """PDF text operators for strings, cached: a character's subset code never changes."""
+
+    def __init__(self, canvas: Canvas):
+        # reportlab keys a TTF font's subsets by document; the canvas's is what TextObject uses.
+        self._doc = canvas._doc
+        self._cache: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {}
+
+    def encode(self, font_name: str, text: str) -> tuple[tuple[str, str], ...]:
+        """((subset font resource, escaped string), …) for `text` in `font_name`."""
+        key = (font_name, text)
+        hit = self._cache.get(key)
+        if hit is None:
+            font = pdfmetrics.getFont(font_name)
+            hit = tuple(
+                (font.getSubsetInternalName(subset, self._doc), escapePDF(chunk))
+                for subset, chunk in font.splitString(text, self._doc)
+            )
+            if len(self._cache) >= 100_000:  # bound memory on high-cardinality text
+                self._cache.clear()
+            self._cache[key] = hit
+        return hit
+
+
 class _Table:
-    """Draws rows page by page; the header row is repeated at the top of every page."""
+    """Draws rows page by page; the header row is repeated at the top of every page.
+
+    Cells are emitted as raw PDF operators (one text block and one fill block per page,
+    added with `Canvas.addLiteral`): reportlab's TextObject costs ~10 µs per call, which
+    at ~12 cells per row was most of the time for 100,000 rows.
+    """
 
     def __init__(self, pages: _Pages, schema: pa.Schema, font_set: _FontSet):
         self.pages = pages
@@ -366,17 +404,21 @@ class _Table:
         self.columns: list[_Column] | None = None
         self.header: list[list[str]] = []
         self.header_height = 0.0
+        self.max_advance = 0.0
         self.rows_on_page = 0
         self.page_top = 0.0
-        self._text = None
-        self._font: str | None = None
+        self.encoder = _Encoder(pages.canvas)
+        self._ops: list[str] = []
+        self._fills: list[str] = []
+        self._font = ""
+        self._subset0: dict[str, str] = {}
 
     def _setup(self, sample: pa.RecordBatch | None) -> None:
         self.columns = column_layout(self.schema, sample, self.face, self.bold)
         self.header = [wrap(c.name, self.bold, c.inner, MAX_HEADER_LINES) for c in self.columns]
         lines = max((len(h) for h in self.header), default=1)
         self.header_height = lines * self.leading + 2 * CELL_PAD
-        # widest glyph of the face's usual text: below len*max, a cell surely fits one line
+        # No usual glyph is wider than these: below len * max_advance a cell surely fits.
         self.max_advance = max(self.face.char_width(ch) for ch in "WMmw@%—")
 
     def add(self, batch: pa.RecordBatch) -> None:
@@ -386,17 +428,20 @@ class _Table:
         texts = [display_text(column) for column in batch.columns]
         face, columns, leading = self.face, self.columns, self.leading
         max_advance = self.max_advance
+        assert columns is not None
         for row in zip(*texts):
             cells: list[str | list[str] | None] = []
             lines = 1
             for value, column in zip(row, columns):
                 if not value:
                     cells.append(None)
-                elif len(value) * max_advance <= column.inner and "\n" not in value:
+                elif "\n" not in value and (
+                    len(value) * max_advance <= column.inner or face.width(value) <= column.inner
+                ):
                     cells.append(value)
                 elif column.right:
-                    cells.append(ellipsize(value, face, column.inner)
-                                 if face.width(value) > column.inner else value)
+                    fits = face.width(value) <= column.inner
+                    cells.append(value if fits else ellipsize(value, face, column.inner))
                 else:
                     wrapped = wrap(value, face, column.inner, MAX_CELL_LINES)
                     cells.append(wrapped if len(wrapped) > 1 else wrapped[0])
@@ -406,70 +451,83 @@ class _Table:
                 self._end_page()
                 self.pages.new_page()
                 self._start_table()
-            self._draw_row(cells, height)
+            self._row(cells, height)
 
     def _start_table(self) -> None:
         """Header row at the cursor (a new page when too little room is left for it)."""
         assert self.columns is not None
         pages = self.pages
-        needed = self.header_height + self.leading + 2 * CELL_PAD
-        if pages.y - needed < pages.bottom:
+        if pages.y - (self.header_height + self.leading + 2 * CELL_PAD) < pages.bottom:
             pages.new_page()
-        c = pages.canvas
         self.page_top = pages.y
-        width = sum(col.width for col in self.columns)
-        c.setFillColor(HEADER_FILL)
-        c.rect(MARGIN, pages.y - self.header_height, width, self.header_height, stroke=0, fill=1)
-        self._text = c.beginText()
-        self._text.setFillColor(TEXT_COLOR)
-        self._font = None
+        self._fill(HEADER_FILL, pages.y - self.header_height, self.header_height)
+        self._ops, self._font = [], ""
         for column, lines in zip(self.columns, self.header):
-            self._draw_lines(column, lines, pages.y, self.bold)
+            self._lines(column, lines, pages.y, self.bold)
         pages.y -= self.header_height
         self.rows_on_page = 0
 
-    def _draw_row(self, cells: Sequence[str | list[str] | None], height: float) -> None:
-        pages, c = self.pages, self.pages.canvas
+    def _fill(self, color: colors.Color, y: float, height: float) -> None:
+        assert self.columns is not None
+        width = self.columns[-1].x + self.columns[-1].width - MARGIN
+        self._fills.append(
+            f"{color.red:.3f} {color.green:.3f} {color.blue:.3f} rg "
+            f"{MARGIN:.2f} {y:.2f} {width:.2f} {height:.2f} re f"
+        )
+
+    def _row(self, cells: Sequence[str | list[str] | None], height: float) -> None:
+        pages = self.pages
         assert self.columns is not None
         if self.rows_on_page % 2:
-            c.setFillColor(ZEBRA_FILL)
-            c.rect(MARGIN, pages.y - height, self.columns[-1].x + self.columns[-1].width - MARGIN,
-                   height, stroke=0, fill=1)
+            self._fill(ZEBRA_FILL, pages.y - height, height)
+        top = pages.y
         for column, cell in zip(self.columns, cells):
             if cell is not None:
-                self._draw_lines(column, [cell] if isinstance(cell, str) else cell, pages.y, self.face)
+                self._lines(column, [cell] if isinstance(cell, str) else cell, top, self.face)
         pages.y -= height
         self.rows_on_page += 1
 
-    def _draw_lines(self, column: _Column, lines: list[str], top: float, face: _Face) -> None:
-        text = self._text
+    def _lines(self, column: _Column, lines: list[str], top: float, face: _Face) -> None:
+        ops = self._ops
         baseline = top - CELL_PAD - face.ascent
         for line in lines:
             if column.right:
-                x = column.x + column.width - CELL_PAD - face.width(line)
+                x = f"{column.x + column.width - CELL_PAD - face.width(line):.2f}"
             else:
-                x = column.x + CELL_PAD
-            text.setTextOrigin(x, baseline)
+                x = column.left_text
+            ops.append(f"1 0 0 1 {x} {baseline:.2f} Tm")
             if line.isascii():
-                if self._font != face.name:
-                    text.setFont(face.name, face.size)
-                    self._font = face.name
-                text.textOut(line)
+                # ASCII sits at its own codes in subset 0 of reportlab's TTF subsets.
+                resource = self._ascii_subset(face.name)
+                if resource != self._font:
+                    ops.append(f"{resource} {face.size:g} Tf")
+                    self._font = resource
+                ops.append(f"({escapePDF(line)}) Tj")
             else:
-                for font, run in face.runs(line):
-                    if self._font != font:
-                        text.setFont(font, face.size)
-                        self._font = font
-                    text.textOut(run)
+                for font_name, run in face.runs(line):
+                    for resource, escaped in self.encoder.encode(font_name, run):
+                        if resource != self._font:
+                            ops.append(f"{resource} {face.size:g} Tf")
+                            self._font = resource
+                        ops.append(f"({escaped}) Tj")
             baseline -= self.leading
 
+    def _ascii_subset(self, font_name: str) -> str:
+        resource = self._subset0.get(font_name)
+        if resource is None:
+            resource = self.encoder.encode(font_name, " ")[0][0]
+            self._subset0[font_name] = resource
+        return resource
+
     def _end_page(self) -> None:
-        """Flush the page's text and draw the rules around the table."""
-        if self._text is None or self.columns is None:
+        """Emit the page's fills, text and the rules around the table."""
+        if self.columns is None:
             return
         c, pages = self.pages.canvas, self.pages
-        c.drawText(self._text)
-        self._text = None
+        r, g, b = TEXT_COLOR.red, TEXT_COLOR.green, TEXT_COLOR.blue
+        c.addLiteral("q\n" + "\n".join(self._fills) + "\nQ")
+        c.addLiteral(f"BT\n{r:.3f} {g:.3f} {b:.3f} rg\n" + "\n".join(self._ops) + "\nET")
+        self._fills, self._ops, self._font = [], [], ""
         left, right = MARGIN, self.columns[-1].x + self.columns[-1].width
         c.setStrokeColor(RULE)
         c.setLineWidth(0.4)
@@ -765,5 +823,11 @@ def write_pdf(
     table.finish(note if total > shown else f"End of table: {note}")
     _define_forms(pages, note, total, chart, font_set)
     canvas.showPage()
-    canvas.save()
+    # Plain deflate streams: ASCII85 on top adds 25% to the file and, without the
+    # rl_accel C extension, seconds of pure-Python encoding. Read only during save().
+    a85, rl_config.useA85 = rl_config.useA85, 0
+    try:
+        canvas.save()
+    finally:
+        rl_config.useA85 = a85
     return shown

@@ -23,57 +23,139 @@ import pyarrow.compute as pc
 _S, _I, _F, _B, _T = pa.string(), pa.int64(), pa.float64(), pa.bool_(), pa.timestamp("us")
 
 SCHEMAS: dict[str, pa.Schema] = {
-    "organizations": pa.schema(
-        [("id", _S), ("name", _S), ("plan", _S), ("created_at", _T)]
-    ),
+    "organizations": pa.schema([("id", _S), ("name", _S), ("plan", _S), ("created_at", _T)]),
     "users": pa.schema(
-        [("id", _S), ("organization_id", _S), ("email", _S), ("full_name", _S),
-         ("is_admin", _B), ("is_verified", _B), ("created_at", _T), ("last_login_at", _T)]
+        [
+            ("id", _S),
+            ("organization_id", _S),
+            ("email", _S),
+            ("full_name", _S),
+            ("is_admin", _B),
+            ("is_verified", _B),
+            ("created_at", _T),
+            ("last_login_at", _T),
+        ]
     ),
     "projects": pa.schema(
-        [("id", _S), ("organization_id", _S), ("user_id", _S), ("name", _S), ("url", _S),
-         ("description", _S), ("created_at", _T), ("updated_at", _T)]
+        [
+            ("id", _S),
+            ("organization_id", _S),
+            ("user_id", _S),
+            ("name", _S),
+            ("url", _S),
+            ("description", _S),
+            ("created_at", _T),
+            ("updated_at", _T),
+        ]
     ),
     "audits": pa.schema(
-        [("id", _S), ("project_id", _S), ("audit_type", _S), ("status", _S),
-         ("credits_consumed", _I), ("created_at", _T)]
+        [
+            ("id", _S),
+            ("project_id", _S),
+            ("audit_type", _S),
+            ("status", _S),
+            ("credits_consumed", _I),
+            ("created_at", _T),
+        ]
     ),
     "scan_results": pa.schema(
-        [("id", _S), ("audit_id", _S), ("dcs_score", _F), ("ai_citation_score", _F),
-         ("created_at", _T)]
+        [
+            ("id", _S),
+            ("audit_id", _S),
+            ("dcs_score", _F),
+            ("ai_citation_score", _F),
+            ("created_at", _T),
+        ]
     ),
     "generated_content": pa.schema(
-        [("id", _S), ("project_id", _S), ("user_id", _S), ("content_type", _S), ("title", _S),
-         ("body", _S), ("word_count", _I), ("created_at", _T)]
+        [
+            ("id", _S),
+            ("project_id", _S),
+            ("user_id", _S),
+            ("content_type", _S),
+            ("title", _S),
+            ("body", _S),
+            ("word_count", _I),
+            ("created_at", _T),
+        ]
     ),
     "content_events": pa.schema(
         [("id", _S), ("content_id", _S), ("event_type", _S), ("occurred_at", _T)]
     ),
     "usage_events": pa.schema(
-        [("id", _S), ("organization_id", _S), ("user_id", _S), ("event_type", _S),
-         ("occurred_at", _T), ("metadata", _S)]
+        [
+            ("id", _S),
+            ("organization_id", _S),
+            ("user_id", _S),
+            ("event_type", _S),
+            ("occurred_at", _T),
+            ("metadata", _S),
+        ]
     ),
     "credit_ledger": pa.schema(
-        [("id", _S), ("organization_id", _S), ("user_id", _S), ("amount", _I),
-         ("balance_after", _I), ("description", _S), ("reference_id", _S), ("created_at", _T)]
+        [
+            ("id", _S),
+            ("organization_id", _S),
+            ("user_id", _S),
+            ("amount", _I),
+            ("balance_after", _I),
+            ("description", _S),
+            ("reference_id", _S),
+            ("created_at", _T),
+        ]
     ),
     "audit_log": pa.schema(
-        [("id", _S), ("organization_id", _S), ("actor_user_id", _S), ("action", _S),
-         ("target_type", _S), ("target_id", _S), ("ip_address", _S), ("user_agent", _S),
-         ("occurred_at", _T)]
+        [
+            ("id", _S),
+            ("organization_id", _S),
+            ("actor_user_id", _S),
+            ("action", _S),
+            ("target_type", _S),
+            ("target_id", _S),
+            ("ip_address", _S),
+            ("user_agent", _S),
+            ("occurred_at", _T),
+        ]
     ),
     "export_requests": pa.schema(
-        [("id", _S), ("export_type", _S), ("export_format", _S), ("user_id", _S),
-         ("organization_id", _S), ("filters", _S), ("parameters", _S), ("status", _S),
-         ("progress_percentage", _I), ("file_path", _S), ("file_size", _I), ("row_count", _I),
-         ("checksum_sha256", _S), ("download_count", _I), ("created_at", _T),
-         ("started_at", _T), ("completed_at", _T), ("expires_at", _T), ("error_message", _S),
-         ("retry_count", _I), ("run_id", _S)]
+        [
+            ("id", _S),
+            ("export_type", _S),
+            ("export_format", _S),
+            ("user_id", _S),
+            ("organization_id", _S),
+            ("filters", _S),
+            ("parameters", _S),
+            ("status", _S),
+            ("progress_percentage", _I),
+            ("file_path", _S),
+            ("file_size", _I),
+            ("row_count", _I),
+            ("checksum_sha256", _S),
+            ("download_count", _I),
+            ("created_at", _T),
+            ("started_at", _T),
+            ("completed_at", _T),
+            ("expires_at", _T),
+            ("error_message", _S),
+            ("retry_count", _I),
+            ("run_id", _S),
+        ]
     ),
     "report_subscriptions": pa.schema(
-        [("id", _S), ("organization_id", _S), ("user_id", _S), ("export_type", _S),
-         ("export_format", _S), ("cadence", _S), ("email_recipients", _S), ("filters", _S),
-         ("active", _B), ("last_run_at", _T), ("created_at", _T)]
+        [
+            ("id", _S),
+            ("organization_id", _S),
+            ("user_id", _S),
+            ("export_type", _S),
+            ("export_format", _S),
+            ("cadence", _S),
+            ("email_recipients", _S),
+            ("filters", _S),
+            ("active", _B),
+            ("last_run_at", _T),
+            ("created_at", _T),
+        ]
     ),
 }
 
@@ -120,8 +202,14 @@ _CONTENT_EVENTS = ("view", "share", "citation")
 _CONTENT_EVENT_P = (0.8, 0.12, 0.08)
 
 _USAGE_TYPES = (
-    "login", "api_call", "scan_started", "export_downloaded", "content_generated",
-    "project_viewed", "settings_updated", "export_requested",
+    "login",
+    "api_call",
+    "scan_started",
+    "export_downloaded",
+    "content_generated",
+    "project_viewed",
+    "settings_updated",
+    "export_requested",
 )
 _USAGE_P = (0.14, 0.38, 0.14, 0.05, 0.08, 0.15, 0.03, 0.03)
 _API_CALL = 1
@@ -150,10 +238,21 @@ _ACTIONS = (
     ("user.role_changed", "user", False, 2),
     ("api_key.created", "api_key", False, 2),
 )
-_TARGET_KINDS = ("user", "project", "export_request", "report_subscription", "organization",
-                 "api_key")
-_ADMIN_ACTIONS = {"user.invited", "user.role_changed", "settings.updated", "credits.purchased",
-                  "api_key.created"}
+_TARGET_KINDS = (
+    "user",
+    "project",
+    "export_request",
+    "report_subscription",
+    "organization",
+    "api_key",
+)
+_ADMIN_ACTIONS = {
+    "user.invited",
+    "user.role_changed",
+    "settings.updated",
+    "credits.purchased",
+    "api_key.created",
+}
 
 # (name, ascii slug). A few are hostile on purpose: quotes, commas, a leading "=".
 _ORG_NAMES = (
@@ -176,18 +275,30 @@ _ORG_NAMES = (
 # (full name, email local part), in groups of four (accented latin, CJK or Korean, apostrophe or
 # quotes, Greek/Cyrillic/Vietnamese) so that any four consecutive users cover every script.
 _PEOPLE = (
-    ("Amélie Dubois", "amelie.dubois"), ("王芳", "wang.fang"),
-    ("Seán O'Brien", "sean.obrien"), ("Γιώργος Παπαδόπουλος", "giorgos.papadopoulos"),
-    ("José Álvarez", "jose.alvarez"), ("田中 花子", "hanako.tanaka"),
-    ("Chloé D'Amico", "chloe.damico"), ("Дмитрий Иванов", "dmitri.ivanov"),
-    ("Zoë Müller-Schmidt", "zoe.mueller-schmidt"), ("김민준", "minjun.kim"),
-    ('Robert "Bobby" Tables', "bobby.tables"), ("Nguyễn Thị Mai", "mai.nguyen"),
-    ("Łukasz Wiśniewski", "lukasz.wisniewski"), ("李伟", "li.wei"),
-    ("Liam O'Connor", "liam.oconnor"), ("Ελένη Κωνσταντίνου", "eleni.konstantinou"),
-    ("Björk Guðmundsdóttir", "bjork.gudmundsdottir"), ("佐藤 健", "ken.sato"),
-    ("Ngozi O'Neill-Okafor", "ngozi.oneill"), ("Анна Смирнова", "anna.smirnova"),
-    ("Søren Nørgaard", "soren.norgaard"), ("이서연", "seoyeon.lee"),
-    ("Mary-Jane D'Souza", "maryjane.dsouza"), ("Trần Văn Đức", "duc.tran"),
+    ("Amélie Dubois", "amelie.dubois"),
+    ("王芳", "wang.fang"),
+    ("Seán O'Brien", "sean.obrien"),
+    ("Γιώργος Παπαδόπουλος", "giorgos.papadopoulos"),
+    ("José Álvarez", "jose.alvarez"),
+    ("田中 花子", "hanako.tanaka"),
+    ("Chloé D'Amico", "chloe.damico"),
+    ("Дмитрий Иванов", "dmitri.ivanov"),
+    ("Zoë Müller-Schmidt", "zoe.mueller-schmidt"),
+    ("김민준", "minjun.kim"),
+    ('Robert "Bobby" Tables', "bobby.tables"),
+    ("Nguyễn Thị Mai", "mai.nguyen"),
+    ("Łukasz Wiśniewski", "lukasz.wisniewski"),
+    ("李伟", "li.wei"),
+    ("Liam O'Connor", "liam.oconnor"),
+    ("Ελένη Κωνσταντίνου", "eleni.konstantinou"),
+    ("Björk Guðmundsdóttir", "bjork.gudmundsdottir"),
+    ("佐藤 健", "ken.sato"),
+    ("Ngozi O'Neill-Okafor", "ngozi.oneill"),
+    ("Анна Смирнова", "anna.smirnova"),
+    ("Søren Nørgaard", "soren.norgaard"),
+    ("이서연", "seoyeon.lee"),
+    ("Mary-Jane D'Souza", "maryjane.dsouza"),
+    ("Trần Văn Đức", "duc.tran"),
 )
 
 # (project name, url template). Every org has "Website" and "Blog", so names collide across orgs.
@@ -210,7 +321,7 @@ _DESCRIPTIONS = (
     "Main marketing site, rebuilt in 2025",
     None,
     'Our "flagship" blog — weekly posts, guest authors',
-    "=HYPERLINK(\"https://evil.example.net/\",\"click me\")",
+    '=HYPERLINK("https://evil.example.net/","click me")',
     "Line one of the description\nline two, with a comma\nline three",
     "+1 (555) 010-0199 support line",
     "@channel: shared docs for the whole team",
@@ -306,8 +417,13 @@ class DemoParams:
 
     def __post_init__(self) -> None:
         """Reject params the generator cannot honour."""
-        for name in ("organizations", "days", "events_per_day", "users_per_org",
-                     "projects_per_org"):
+        for name in (
+            "organizations",
+            "days",
+            "events_per_day",
+            "users_per_org",
+            "projects_per_org",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -455,9 +571,7 @@ def _fixed_width_strings(chars: np.ndarray) -> pa.Array:
     n, width = chars.shape
     offsets = np.arange(0, (n + 1) * width, width, dtype=np.int32)
     data = np.ascontiguousarray(chars)
-    return pa.Array.from_buffers(
-        pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data)]
-    )
+    return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
 
 
 def _uuid_strings(hi: np.ndarray, lo: np.ndarray) -> pa.Array:
@@ -564,7 +678,9 @@ class _World:
     def __init__(self, params: DemoParams) -> None:
         self.p = params
         self.n_orgs, self.n_users, self.n_projects = (
-            params.organizations, params.users_per_org, params.projects_per_org
+            params.organizations,
+            params.users_per_org,
+            params.projects_per_org,
         )
         self.start_date = params.end_date - datetime.timedelta(days=params.days)
         self.start_us = (self.start_date - _EPOCH).days * DAY_US
@@ -579,10 +695,10 @@ class _World:
         self._build_counts()
         self._build_shared_instants()
         self._build_text_pools()
-        self.export_ids = self.ids("export_requests",
-                                   np.arange(self.n_orgs * _EXPORTS_PER_ORG))
-        self.subscription_ids = self.ids("report_subscriptions",
-                                         np.arange(self.n_orgs * _SUBSCRIPTIONS_PER_ORG))
+        self.export_ids = self.ids("export_requests", np.arange(self.n_orgs * _EXPORTS_PER_ORG))
+        self.subscription_ids = self.ids(
+            "report_subscriptions", np.arange(self.n_orgs * _SUBSCRIPTIONS_PER_ORG)
+        )
         self.blocks = self._plan()
 
     # random streams and ids
@@ -614,7 +730,10 @@ class _World:
         for o in range(n):
             name, slug = _ORG_NAMES[o % len(_ORG_NAMES)]
             if o >= len(_ORG_NAMES):
-                name, slug = f"{name} {o // len(_ORG_NAMES) + 1}", f"{slug}-{o // len(_ORG_NAMES) + 1}"
+                name, slug = (
+                    f"{name} {o // len(_ORG_NAMES) + 1}",
+                    f"{slug}-{o // len(_ORG_NAMES) + 1}",
+                )
             names.append(name)
             slugs.append(slug)
         self.org_names, self.org_slugs = names, slugs
@@ -686,7 +805,7 @@ class _World:
                 owner = 0 if j == 0 else int(rng.integers(0, self.n_users))
                 owners.append(owner)
                 since = int(self.user_created[o * self.n_users + owner])
-                made = since + int(rng.integers(0, self.start_us - since))
+                made = since + int(rng.integers(0, max(1, self.start_us - since)))
                 created.append(made)
                 updated.append(made + int(rng.integers(0, self.start_us + self.span_us - made)))
         self.project_names, self.project_urls = names, urls
@@ -698,7 +817,7 @@ class _World:
         self.project_quality = rng.uniform(35.0, 88.0, total)
 
     def _cumulative(self, weights: np.ndarray) -> np.ndarray:
-        """Per-org cumulative weights, flattened and shifted by org so one searchsorted serves all."""
+        """Per-org cumulative weights, flattened and shifted by org for one searchsorted."""
         cum = np.cumsum(weights / weights.sum(axis=1, keepdims=True), axis=1)
         return (cum + np.arange(len(weights))[:, None]).ravel()
 
@@ -845,9 +964,12 @@ class _World:
         return {
             "next": np.zeros(1, dtype=np.int64),
             "has": np.zeros(n, dtype=bool),
-            "grow": zeros.copy(), "atype": zeros.copy(), "status": zeros.copy(),
+            "grow": zeros.copy(),
+            "atype": zeros.copy(),
+            "status": zeros.copy(),
             "project": zeros.copy(),
-            "balance": zeros.copy(), "last_rel": np.full(n, -1, dtype=np.int64),
+            "balance": zeros.copy(),
+            "last_rel": np.full(n, -1, dtype=np.int64),
         }
 
     def sequential_ids(self, table: str, state: dict[str, np.ndarray], n: int) -> pa.Array:
@@ -864,39 +986,48 @@ class _World:
 
     def _organizations(self) -> pa.Table:
         """One row per org."""
-        return self._table("organizations", [
-            self.org_ids,
-            pa.array(self.org_names, type=_S),
-            _labels(_PLANS, self.plan),
-            _ts(self.org_created),
-        ])
+        return self._table(
+            "organizations",
+            [
+                self.org_ids,
+                pa.array(self.org_names, type=_S),
+                _labels(_PLANS, self.plan),
+                _ts(self.org_created),
+            ],
+        )
 
     def _users(self) -> pa.Table:
         """All users, grouped by org."""
-        return self._table("users", [
-            self.user_ids,
-            self.org_ids.take(self.user_org),
-            pa.array(self.user_emails, type=_S),
-            pa.array(self.user_names, type=_S),
-            pa.array(self.is_admin),
-            pa.array(self.is_verified),
-            _ts(self.user_created),
-            _ts(self.last_login, mask=self.last_login_null),
-        ])
+        return self._table(
+            "users",
+            [
+                self.user_ids,
+                self.org_ids.take(self.user_org),
+                pa.array(self.user_emails, type=_S),
+                pa.array(self.user_names, type=_S),
+                pa.array(self.is_admin),
+                pa.array(self.is_verified),
+                _ts(self.user_created),
+                _ts(self.last_login, mask=self.last_login_null),
+            ],
+        )
 
     def _projects(self) -> pa.Table:
         """All projects, grouped by org."""
         org = np.repeat(np.arange(self.n_orgs), self.n_projects)
-        return self._table("projects", [
-            self.project_ids,
-            self.org_ids.take(org),
-            self.user_ids.take(org * self.n_users + self.project_owner),
-            pa.array(self.project_names, type=_S),
-            pa.array(self.project_urls, type=_S),
-            pa.array(self.project_descriptions, type=_S),
-            _ts(self.project_created),
-            _ts(self.project_updated),
-        ])
+        return self._table(
+            "projects",
+            [
+                self.project_ids,
+                self.org_ids.take(org),
+                self.user_ids.take(org * self.n_users + self.project_owner),
+                pa.array(self.project_names, type=_S),
+                pa.array(self.project_urls, type=_S),
+                pa.array(self.project_descriptions, type=_S),
+                _ts(self.project_created),
+                _ts(self.project_updated),
+            ],
+        )
 
     # audits and scan results
 
@@ -922,14 +1053,17 @@ class _World:
         a = self.audit_data(block)
         o = self.time_order(a.rows)
         org = a.rows.org[o]
-        return self._table("audits", [
-            self.ids("audits", a.grow[o]),
-            self.project_ids.take(org * self.n_projects + a.project[o]),
-            _labels(_AUDIT_TYPES, a.atype[o]),
-            _labels(_AUDIT_STATUSES, a.status[o]),
-            pa.array(a.credits[o], type=_I),
-            _ts(self.start_us + a.rows.rel[o]),
-        ])
+        return self._table(
+            "audits",
+            [
+                self.ids("audits", a.grow[o]),
+                self.project_ids.take(org * self.n_projects + a.project[o]),
+                _labels(_AUDIT_TYPES, a.atype[o]),
+                _labels(_AUDIT_STATUSES, a.status[o]),
+                pa.array(a.credits[o], type=_I),
+                _ts(self.start_us + a.rows.rel[o]),
+            ],
+        )
 
     def link_recent(
         self, rng: np.random.Generator, parent: _Rows, child: _Rows, has_state: np.ndarray
@@ -975,21 +1109,28 @@ class _World:
         ai_null = (atype == _QUICK) | (rng.random(n) < 0.06)  # quick audits skip AI checks
         self._remember_last(state, a)
         o = np.argsort(rel, kind="stable")
-        return self._table("scan_results", [
-            self.sequential_ids("scan_results", state, n),
-            self.ids("audits", grow[o]),
-            pa.array(dcs[o], type=_F, mask=dcs_null[o]),
-            pa.array(ai[o], type=_F, mask=ai_null[o]),
-            _ts(self.start_us + rel[o]),
-        ])
+        return self._table(
+            "scan_results",
+            [
+                self.sequential_ids("scan_results", state, n),
+                self.ids("audits", grow[o]),
+                pa.array(dcs[o], type=_F, mask=dcs_null[o]),
+                pa.array(ai[o], type=_F, mask=ai_null[o]),
+                _ts(self.start_us + rel[o]),
+            ],
+        )
 
     def _remember_last(self, state: dict[str, np.ndarray], a: _Audits) -> None:
         """Keep each org's latest audit for the rows of the next block."""
         present = a.rows.start[1:] > a.rows.start[:-1]
         last = a.rows.start[1:][present] - 1
         state["has"][present] = True
-        for key, values in (("grow", a.grow), ("atype", a.atype), ("status", a.status),
-                            ("project", a.project)):
+        for key, values in (
+            ("grow", a.grow),
+            ("atype", a.atype),
+            ("status", a.status),
+            ("project", a.project),
+        ):
             state[key][present] = values[last]
 
     # generated content and its events
@@ -1013,16 +1154,19 @@ class _World:
         c = self.content_data(block)
         o = self.time_order(c.rows)
         org = c.rows.org[o]
-        return self._table("generated_content", [
-            self.ids("generated_content", c.grow[o]),
-            self.project_ids.take(org * self.n_projects + c.project[o]),
-            self.user_ids.take(org * self.n_users + c.user[o]),
-            _labels(_CONTENT_TYPES, c.ctype[o]),
-            self.titles.take(c.title[o]),
-            self.bodies.take(c.body[o]),
-            pa.array(self.body_words[c.body[o]], type=_I),
-            _ts(self.start_us + c.rows.rel[o]),
-        ])
+        return self._table(
+            "generated_content",
+            [
+                self.ids("generated_content", c.grow[o]),
+                self.project_ids.take(org * self.n_projects + c.project[o]),
+                self.user_ids.take(org * self.n_users + c.user[o]),
+                _labels(_CONTENT_TYPES, c.ctype[o]),
+                self.titles.take(c.title[o]),
+                self.bodies.take(c.body[o]),
+                pa.array(self.body_words[c.body[o]], type=_I),
+                _ts(self.start_us + c.rows.rel[o]),
+            ],
+        )
 
     def _content_events(self, block: _Block, state: dict[str, np.ndarray]) -> pa.Table:
         """One block of content events, each on content of its org created at or before it."""
@@ -1049,12 +1193,15 @@ class _World:
         grow = self.org_offset["generated_content"][rows.org] + local
         event = rng.choice(len(_CONTENT_EVENTS), n, p=_CONTENT_EVENT_P)
         o = np.argsort(rel, kind="stable")
-        return self._table("content_events", [
-            self.sequential_ids("content_events", state, n),
-            self.ids("generated_content", grow[o]),
-            _labels(_CONTENT_EVENTS, event[o]),
-            _ts(self.start_us + rel[o]),
-        ])
+        return self._table(
+            "content_events",
+            [
+                self.sequential_ids("content_events", state, n),
+                self.ids("generated_content", grow[o]),
+                _labels(_CONTENT_EVENTS, event[o]),
+                _ts(self.start_us + rel[o]),
+            ],
+        )
 
     # usage events
 
@@ -1069,14 +1216,17 @@ class _World:
         user = self.choose(self.user_cum, self.n_users, org, rng.random(n))
         # API calls made with an API key have no user; a few other events are system-made.
         no_user = rng.random(n) < np.where(etype == _API_CALL, 0.25, 0.02)
-        return self._table("usage_events", [
-            self.sequential_ids("usage_events", state, n),
-            self.org_ids.take(org),
-            self.user_ids.take(pa.array(org * self.n_users + user, mask=no_user)),
-            _labels(_USAGE_TYPES, etype),
-            _ts(self.start_us + rows.rel[o]),
-            self._usage_metadata(rng, etype, org),
-        ])
+        return self._table(
+            "usage_events",
+            [
+                self.sequential_ids("usage_events", state, n),
+                self.org_ids.take(org),
+                self.user_ids.take(pa.array(org * self.n_users + user, mask=no_user)),
+                _labels(_USAGE_TYPES, etype),
+                _ts(self.start_us + rows.rel[o]),
+                self._usage_metadata(rng, etype, org),
+            ],
+        )
 
     def _usage_metadata(
         self, rng: np.random.Generator, etype: np.ndarray, org: np.ndarray
@@ -1095,39 +1245,79 @@ class _World:
                 org[sel] * self.n_projects + rng.integers(0, self.n_projects, m)
             )
             if name == "login":
-                text = _concat('{"method": "', _pick(rng, ("password", "sso", "google"), m),
-                               '", "mfa": ', _pick(rng, ("true", "false"), m), "}")
+                text = _concat(
+                    '{"method": "',
+                    _pick(rng, ("password", "sso", "google"), m),
+                    '", "mfa": ',
+                    _pick(rng, ("true", "false"), m),
+                    "}",
+                )
             elif name == "api_call":
                 text = _concat(
                     '{"endpoint": "',
-                    _pick(rng, ("/v1/projects", "/v1/audits", "/v1/scans", "/v1/exports",
-                                "/v1/content"), m),
-                    '", "method": "', _pick(rng, ("GET", "GET", "POST", "PATCH", "DELETE"), m),
+                    _pick(
+                        rng,
+                        ("/v1/projects", "/v1/audits", "/v1/scans", "/v1/exports", "/v1/content"),
+                        m,
+                    ),
+                    '", "method": "',
+                    _pick(rng, ("GET", "GET", "POST", "PATCH", "DELETE"), m),
                     '", "status": ',
                     _pick(rng, ("200", "200", "200", "201", "204", "400", "404", "429", "500"), m),
-                    ', "duration_ms": ', _text(rng.lognormal(4.0, 0.8, m).astype(np.int64) + 1),
+                    ', "duration_ms": ',
+                    _text(rng.lognormal(4.0, 0.8, m).astype(np.int64) + 1),
                     "}",
                 )
             elif name == "scan_started":
-                text = _concat('{"audit_type": "', _pick(rng, _AUDIT_TYPES, m),
-                               '", "project_id": "', project, '"}')
+                text = _concat(
+                    '{"audit_type": "',
+                    _pick(rng, _AUDIT_TYPES, m),
+                    '", "project_id": "',
+                    project,
+                    '"}',
+                )
             elif name == "export_downloaded":
-                text = _concat('{"format": "', _pick(rng, _EXPORT_FORMATS + _REPORT_FORMATS, m),
-                               '", "bytes": ', _text(rng.integers(512, 50_000_000, m)), "}")
+                text = _concat(
+                    '{"format": "',
+                    _pick(rng, _EXPORT_FORMATS + _REPORT_FORMATS, m),
+                    '", "bytes": ',
+                    _text(rng.integers(512, 50_000_000, m)),
+                    "}",
+                )
             elif name == "content_generated":
-                text = _concat('{"content_type": "', _pick(rng, _CONTENT_TYPES, m),
-                               '", "word_count": ', _text(rng.integers(40, 2_500, m)), "}")
+                text = _concat(
+                    '{"content_type": "',
+                    _pick(rng, _CONTENT_TYPES, m),
+                    '", "word_count": ',
+                    _text(rng.integers(40, 2_500, m)),
+                    "}",
+                )
             elif name == "project_viewed":
-                text = _concat('{"project_id": "', project, '", "tab": "',
-                               _pick(rng, ("overview", "audits", "content", "settings"), m),
-                               '"}')
+                text = _concat(
+                    '{"project_id": "',
+                    project,
+                    '", "tab": "',
+                    _pick(rng, ("overview", "audits", "content", "settings"), m),
+                    '"}',
+                )
             elif name == "settings_updated":
-                text = _concat('{"field": "',
-                               _pick(rng, ("timezone", "billing_email", "default_export_format",
-                                           "notifications"), m), '"}')
+                text = _concat(
+                    '{"field": "',
+                    _pick(
+                        rng,
+                        ("timezone", "billing_email", "default_export_format", "notifications"),
+                        m,
+                    ),
+                    '"}',
+                )
             else:  # export_requested
-                text = _concat('{"export_type": "', _pick(rng, _EXPORT_TYPES, m),
-                               '", "format": "', _pick(rng, _EXPORT_FORMATS, m), '"}')
+                text = _concat(
+                    '{"export_type": "',
+                    _pick(rng, _EXPORT_TYPES, m),
+                    '", "format": "',
+                    _pick(rng, _EXPORT_FORMATS, m),
+                    '"}',
+                )
             parts.append((sel, text))
         return _scatter(n, parts)
 
@@ -1154,18 +1344,21 @@ class _World:
         n = len(o)
         labels = pa.concat_arrays([pa.array(_LEDGER_LABELS, type=_S), extra])
         no_user, no_ref = user[o] < 0, ref[o] < 0
-        return self._table("credit_ledger", [
-            self.sequential_ids("credit_ledger", state, n),
-            self.org_ids.take(org[o]),
-            self.user_ids.take(
-                pa.array(org[o] * self.n_users + np.maximum(user[o], 0), mask=no_user)
-            ),
-            pa.array(amount[o], type=_I),
-            pa.array(balance[o], type=_I),
-            labels.take(label[o]),
-            _nullable(self.ids("audits", np.maximum(ref[o], 0)), no_ref),
-            _ts(self.start_us + rel[o]),
-        ])
+        return self._table(
+            "credit_ledger",
+            [
+                self.sequential_ids("credit_ledger", state, n),
+                self.org_ids.take(org[o]),
+                self.user_ids.take(
+                    pa.array(org[o] * self.n_users + np.maximum(user[o], 0), mask=no_user)
+                ),
+                pa.array(amount[o], type=_I),
+                pa.array(balance[o], type=_I),
+                labels.take(label[o]),
+                _nullable(self.ids("audits", np.maximum(ref[o], 0)), no_ref),
+                _ts(self.start_us + rel[o]),
+            ],
+        )
 
     def _ledger_rows(
         self, rng: np.random.Generator, block: _Block, a: _Audits
@@ -1179,22 +1372,29 @@ class _World:
         days = np.arange(block.d0, block.d1)
         # Grants at exactly midnight: the opening balance, then plan credits on each 1st.
         grant_days = [
-            d for d in days
-            if block.lo == 0 and (d == 0 or (self.start_date + datetime.timedelta(days=int(d))).day == 1)
+            d
+            for d in days
+            if block.lo == 0
+            and (d == 0 or (self.start_date + datetime.timedelta(days=int(d))).day == 1)
         ]
         g_org = np.repeat(np.arange(n_orgs), len(grant_days))
         g_day = np.tile(np.array(grant_days, dtype=np.int64), n_orgs)
         g_amount = np.where(g_day == 0, self.opening_balance[g_org], self.monthly_grant[g_org])
         g_label = np.where(g_day == 0, _L_OPENING, _L_MONTHLY + self.plan[g_org])
         # Purchases: now and then, by an admin, of one or a few packages.
-        buys = rng.random((n_orgs, len(days))) < 0.04 / block.parts
+        buys = rng.random((n_orgs, len(days))) < 0.06 / block.parts
         p_org, p_day = np.nonzero(buys)
         p_day = p_day + block.d0
         m = len(p_org)
         p_rel = p_day * DAY_US + rng.integers(block.lo, block.hi, m)
         p_amount = self.package[p_org] * rng.choice(np.array([1, 2, 5]), m, p=(0.6, 0.3, 0.1))
-        extra = _concat("Credit purchase (", _text(p_amount), " credits, card ending ",
-                        _text(rng.integers(1000, 10_000, m)), ")")
+        extra = _concat(
+            "Credit purchase (",
+            _text(p_amount),
+            " credits, card ending ",
+            _text(rng.integers(1000, 10_000, m)),
+            ")",
+        )
         # Debits when audits start; failed audits are refunded a little later.
         billed = a.status != _PENDING
         cost = _AUDIT_COST[a.atype]
@@ -1202,20 +1402,40 @@ class _World:
         d_rel = np.minimum(a.rows.rel + delay, block.end_rel - 1)
         d_user = self.choose(self.user_cum, self.n_users, a.rows.org, rng.random(len(a.rows)))
         failed = np.flatnonzero(a.status == _FAILED)
-        r_rel = np.minimum(d_rel[failed] + rng.integers(60_000_000, 900_000_000, len(failed)),
-                           block.end_rel - 1)
+        r_rel = np.minimum(
+            d_rel[failed] + rng.integers(60_000_000, 900_000_000, len(failed)), block.end_rel - 1
+        )
         b = np.flatnonzero(billed)
         pieces = [  # in tie-break order: grants, purchases, debits, refunds
-            (g_org, g_day * DAY_US, g_amount, g_label, np.full(len(g_org), -1),
-             np.full(len(g_org), -1)),
-            (p_org, p_rel, p_amount, len(_LEDGER_LABELS) + np.arange(m), np.zeros(m, np.int64),
-             np.full(m, -1)),
+            (
+                g_org,
+                g_day * DAY_US,
+                g_amount,
+                g_label,
+                np.full(len(g_org), -1),
+                np.full(len(g_org), -1),
+            ),
+            (
+                p_org,
+                p_rel,
+                p_amount,
+                len(_LEDGER_LABELS) + np.arange(m),
+                np.zeros(m, np.int64),
+                np.full(m, -1),
+            ),
             (a.rows.org[b], d_rel[b], -cost[b], _L_DEBIT + a.atype[b], d_user[b], a.grow[b]),
-            (a.rows.org[failed], r_rel, cost[failed], np.full(len(failed), _L_REFUND),
-             np.full(len(failed), -1), a.grow[failed]),
+            (
+                a.rows.org[failed],
+                r_rel,
+                cost[failed],
+                np.full(len(failed), _L_REFUND),
+                np.full(len(failed), -1),
+                a.grow[failed],
+            ),
         ]
-        cols = [np.concatenate([np.asarray(p[i], dtype=np.int64) for p in pieces])
-                for i in range(6)]
+        cols = [
+            np.concatenate([np.asarray(p[i], dtype=np.int64) for p in pieces]) for i in range(6)
+        ]
         org, rel = cols[0], cols[1]
         order = np.lexsort((rel, org))  # stable: equal instants keep the tie-break order
         return (*(col[order] for col in cols), extra)
@@ -1247,18 +1467,24 @@ class _World:
     ) -> tuple[np.ndarray, ...]:
         """Insert an automatic top-up just before an org's balance would go negative."""
         org, rel = cols[0], cols[1]
+        block_start = block.d0 * DAY_US + block.lo
         at, rows = [], []
         for o in np.unique(org[balance < 0]):  # a loop over orgs, rarely more than a few
             s, e = np.searchsorted(org, o), np.searchsorted(org, o, side="right")
             j = s + int(np.argmax(balance[s:e] < 0))
             deficit = -int(balance[j:e].min())
             top = -(-deficit // int(self.package[o])) * int(self.package[o])
-            before = rel[j - 1] if j > s else state["last_rel"][o]
-            when = max(int(before) + 1, int(rel[j]) - int(rng.integers(1_000_000, 600_000_000)))
+            # Just before the row that would overdraw, and still inside this block, so that
+            # blocks stay in time order.
+            before = rel[j - 1] + 1 if j > s else max(state["last_rel"][o] + 1, block_start)
+            when = max(int(before), int(rel[j]) - int(rng.integers(1_000_000, 600_000_000)))
             at.append(j)
             rows.append((o, when, top, _L_TOP_UP, -1, -1))
-        values = zip(*rows)
-        return tuple(np.insert(col, at, np.array(v, dtype=np.int64)) for col, v in zip(cols, values))
+        values = zip(*rows, strict=True)
+        return tuple(
+            np.insert(col, at, np.array(v, dtype=np.int64))
+            for col, v in zip(cols, values, strict=True)
+        )
 
     # audit log
 
@@ -1280,11 +1506,18 @@ class _World:
         admin = (rng.random(n) * self.n_admins[org]).astype(np.int64)
         actor = np.where(admin_only, admin, actor)
         u = rng.random(n)
-        sizes = {"user": self.n_users, "project": self.n_projects,
-                 "export_request": _EXPORTS_PER_ORG,
-                 "report_subscription": _SUBSCRIPTIONS_PER_ORG}
-        pools = {"user": self.user_ids, "project": self.project_ids,
-                 "export_request": self.export_ids, "report_subscription": self.subscription_ids}
+        sizes = {
+            "user": self.n_users,
+            "project": self.n_projects,
+            "export_request": _EXPORTS_PER_ORG,
+            "report_subscription": _SUBSCRIPTIONS_PER_ORG,
+        }
+        pools = {
+            "user": self.user_ids,
+            "project": self.project_ids,
+            "export_request": self.export_ids,
+            "report_subscription": self.subscription_ids,
+        }
         parts = []
         for code, name in enumerate(_TARGET_KINDS):
             sel = np.flatnonzero(kind == code)
@@ -1297,17 +1530,20 @@ class _World:
                 parts.append((sel, pools[name].take(org[sel] * sizes[name] + local)))
         target_id = _scatter(n, parts)  # api keys are not in the schema: no target id
         ip, agent = self._client_info(rng, system)
-        return self._table("audit_log", [
-            self.sequential_ids("audit_log", state, n),
-            self.org_ids.take(org),
-            self.user_ids.take(pa.array(org * self.n_users + actor, mask=system)),
-            _labels(tuple(a for a, *_ in _ACTIONS), action),
-            _labels(_TARGET_KINDS, kind),
-            target_id,
-            ip,
-            agent,
-            _ts(self.start_us + rows.rel[o]),
-        ])
+        return self._table(
+            "audit_log",
+            [
+                self.sequential_ids("audit_log", state, n),
+                self.org_ids.take(org),
+                self.user_ids.take(pa.array(org * self.n_users + actor, mask=system)),
+                _labels(tuple(a for a, *_ in _ACTIONS), action),
+                _labels(_TARGET_KINDS, kind),
+                target_id,
+                ip,
+                agent,
+                _ts(self.start_us + rows.rel[o]),
+            ],
+        )
 
     def _client_info(
         self, rng: np.random.Generator, system: np.ndarray
@@ -1357,10 +1593,14 @@ class _World:
                     d_to = int(rng.integers(0, days - 1))
                     d_from = int(rng.integers(0, d_to + 1))
                 if pending:  # asked in the last hours before end_date
-                    created = self.start_us + self.span_us - int(rng.integers(60_000_000, 6 * _HOUR_US))
+                    created = (
+                        self.start_us + self.span_us - int(rng.integers(60_000_000, 6 * _HOUR_US))
+                    )
                 else:
-                    created = self.start_us + min(d_to + 1, days - 1) * DAY_US + int(
-                        rng.integers(0, DAY_US)
+                    created = (
+                        self.start_us
+                        + min(d_to + 1, days - 1) * DAY_US
+                        + int(rng.integers(0, DAY_US))
                     )
                 user = int(rng.integers(0, self.n_users))
                 cols["id"].append(req_id)
@@ -1368,9 +1608,11 @@ class _World:
                 cols["export_format"].append(fmt)
                 cols["user_id"].append(self.user_ids[o * self.n_users + user].as_py())
                 cols["organization_id"].append(org_id)
-                cols["filters"].append(json.dumps(
-                    {"date_from": self._day_text(d_from), "date_to": self._day_text(d_to)}
-                ))
+                cols["filters"].append(
+                    json.dumps(
+                        {"date_from": self._day_text(d_from), "date_to": self._day_text(d_to)}
+                    )
+                )
                 cols["parameters"].append(None if rng.random() < 0.5 else "{}")
                 cols["status"].append("PENDING" if pending else "COMPLETED")
                 cols["progress_percentage"].append(0 if pending else 100)
@@ -1378,8 +1620,16 @@ class _World:
                 cols["error_message"].append(None)
                 cols["retry_count"].append(0 if pending or j % 2 else 1)
                 if pending:
-                    for name in ("file_path", "file_size", "row_count", "checksum_sha256",
-                                 "started_at", "completed_at", "expires_at", "run_id"):
+                    for name in (
+                        "file_path",
+                        "file_size",
+                        "row_count",
+                        "checksum_sha256",
+                        "started_at",
+                        "completed_at",
+                        "expires_at",
+                        "run_id",
+                    ):
                         cols[name].append(None)
                     cols["download_count"].append(0)
                     continue
@@ -1425,7 +1675,9 @@ class _World:
                     None if active else self.start_us + int(rng.integers(0, self.span_us))
                 )
                 since = int(self.user_created[g])
-                cols["created_at"].append(since + int(rng.integers(0, self.start_us - since)))
+                cols["created_at"].append(
+                    since + int(rng.integers(0, max(1, self.start_us - since)))
+                )
         return self._from_pylists("report_subscriptions", cols)
 
     def _from_pylists(self, table: str, cols: dict[str, list]) -> pa.Table:
