@@ -7,9 +7,26 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 _WORDS = [
-    "alpha", "Ωμέγα", "東京", "naïve", "café", "señor", "Straße", "данные", "🚀 launch",
-    "quote \"this\"", "a, b, c", "line\nbreak", "=SUM(A1)", "+1 555", "-dash", "@user",
-    "https://example.com/x?a=1&b=2", "plain", "tab\tinside", "zero",
+    "alpha",
+    "Ωμέγα",
+    "東京",
+    "naïve",
+    "café",
+    "señor",
+    "Straße",
+    "данные",
+    "🚀 launch",
+    'quote "this"',
+    "a, b, c",
+    "line\nbreak",
+    "=SUM(A1)",
+    "+1 555",
+    "-dash",
+    "@user",
+    "https://example.com/x?a=1&b=2",
+    "plain",
+    "tab\tinside",
+    "zero",
 ]
 _CATEGORIES = ["retail", "wholesale", "online", "partner", "internal", "ä-category", "類別"]
 _EPOCH_US = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z
@@ -52,8 +69,9 @@ def build_table(rows: int, seed: int = 42) -> pa.Table:
             ),
             "name": name,
             "description": desc,
-            "category": pa.array(np.array(_CATEGORIES, dtype=object)[idx % len(_CATEGORIES)]
-                                 .astype(str)),
+            "category": pa.array(
+                np.array(_CATEGORIES, dtype=object)[idx % len(_CATEGORIES)].astype(str)
+            ),
             "quantity": pa.array(rng.integers(-5, 10_000, rows)),
             "amount": pa.array(amount, mask=amount_mask),
             "ratio": pa.array(ratio),

@@ -73,7 +73,9 @@ def _sync_organizations(args: argparse.Namespace) -> int:
 
     instance = dg.DagsterInstance.get()
     known = set(instance.get_dynamic_partitions(organizations.name))
-    added = new_organizations(SourceResource(url=settings.source_url()), known)
+    added, unusable = new_organizations(SourceResource(url=settings.source_url()), known)
+    for org in unusable:
+        print(f"skipped organization id {org!r}: not usable as a partition key", file=sys.stderr)
     if added:
         instance.add_dynamic_partitions(organizations.name, added)
     print(f"{len(added)} organization partition(s) added, {len(known) + len(added)} in all")

@@ -90,10 +90,10 @@ def serve_export_request(
 
 def _record_days(context: dg.OpExecutionContext, request: ValidRequest, days) -> None:
     """Show the daily partitions this request built as materializations in the UI."""
-    from export_pipelines.partitions import organizations
+    from export_pipelines.partitions import organizations, usable_as_partition
     from export_pipelines.stages import ExportPartition
 
-    if not days:
+    if not days or not usable_as_partition(request.organization_id):
         return
     if not context.instance.has_dynamic_partition(organizations.name, request.organization_id):
         context.instance.add_dynamic_partitions(organizations.name, [request.organization_id])

@@ -11,9 +11,19 @@ days = dg.DailyPartitionsDefinition(start_date=settings.partitions_start(), time
 export_partitions = dg.MultiPartitionsDefinition({"date": days, "org": organizations})
 
 
-def new_organizations(source: SourceResource, known: set[str]) -> list[str]:
+# Characters Dagster refuses in partition keys, and the multi-partition key separator.
+_UNUSABLE = ("|", "...", "\a", "\b", "\f", "\n", "\r", "\t", "\v", "\0")
+
+
+def usable_as_partition(org_id: str) -> bool:
+    return bool(org_id) and not any(s in org_id for s in _UNUSABLE)
+
+
+def new_organizations(source: SourceResource, known: set[str]) -> tuple[list[str], list[str]]:
+    """Organizations not yet partitions: (usable as partition keys, not usable)."""
     rows = source.database().fetch_table("SELECT id FROM organizations ORDER BY id")
-    return [org for org in rows.column("id").to_pylist() if org not in known]
+    new = [org for org in rows.column("id").to_pylist() if org not in known]
+    return [o for o in new if usable_as_partition(o)], [o for o in new if not usable_as_partition(o)]
 
 
 @dg.sensor(
@@ -23,7 +33,10 @@ def new_organizations(source: SourceResource, known: set[str]) -> list[str]:
 )
 def organizations_sensor(context: dg.SensorEvaluationContext, source: SourceResource):
     known = set(context.instance.get_dynamic_partitions(organizations.name))
-    added = new_organizations(source, known)
+    added, unusable = new_organizations(source, known)
+    for org in unusable:
+        # Still served on demand; only the partitioned asset graph cannot name it.
+        context.log.warning(f"organization id {org!r} cannot be a Dagster partition key")
     if not added:
         return dg.SkipReason(f"no new organizations ({len(known)} known)")
     context.log.info(f"adding {len(added)} organization partition(s): {', '.join(added)}")

@@ -12,14 +12,17 @@ any size flows through in bounded memory.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import math
+import re
 import shutil
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -40,6 +43,23 @@ from export_pipelines.store import Store
 CODE_VERSION = "0.1.0"
 _BATCH_ROWS = 65_536
 PREVIEW_ROWS = 10
+
+
+_SAFE_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def path_segment(value: str) -> str:
+    """An id as one safe file-name segment: ids are values, never paths.
+
+    Ordinary ids (UUIDs) stay as they are; anything else is percent-encoded, and a very
+    long id is cut and suffixed with its hash so that it still names one folder.
+    """
+    if _SAFE_SEGMENT.fullmatch(value) and ".." not in value:
+        return value
+    encoded = quote(value, safe="")
+    if len(encoded) > 120:
+        encoded = f"{encoded[:80]}~{hashlib.sha256(value.encode()).hexdigest()[:16]}"
+    return encoded
 
 
 @dataclass(frozen=True)
@@ -67,10 +87,11 @@ class ExportPartition:
         return Window.for_days(self.date, self.date)
 
     def folder(self, export_type: str) -> str:
-        return f"{export_type}/org={self.organization_id}/date={self.date.isoformat()}"
+        org = path_segment(self.organization_id)
+        return f"{export_type}/org={org}/date={self.date.isoformat()}"
 
     def file_stem(self, export_type: str) -> str:
-        return f"{export_type}_{self.organization_id}_{self.date.isoformat()}"
+        return f"{export_type}_{path_segment(self.organization_id)}_{self.date.isoformat()}"
 
 
 class WorkArea:

@@ -1,9 +1,29 @@
 """The export catalog (CONTRACT §3): one spec per export type."""
 
-from export_pipelines.catalog import credit_usage_report, scan_results
+from export_pipelines.catalog import (
+    audit_log_export,
+    content_analytics,
+    credit_usage_report,
+    generated_content,
+    project_detailed,
+    projects_summary,
+    scan_history,
+    scan_results,
+    usage_analytics,
+)
 from export_pipelines.catalog.spec import Access, Aggregate, ExportSpec, Window, WindowKind
 
-SPECS: tuple[ExportSpec, ...] = (scan_results.SPEC, credit_usage_report.SPEC)
+SPECS: tuple[ExportSpec, ...] = (
+    projects_summary.SPEC,
+    project_detailed.SPEC,
+    scan_results.SPEC,
+    scan_history.SPEC,
+    generated_content.SPEC,
+    content_analytics.SPEC,
+    usage_analytics.SPEC,
+    credit_usage_report.SPEC,
+    audit_log_export.SPEC,
+)
 CATALOG: dict[str, ExportSpec] = {spec.key: spec for spec in SPECS}
 
 

@@ -101,7 +101,9 @@ class ReportContext:
     chart: tuple[str, str, str] | None = None
 
 
-def iter_batches(source: pa.RecordBatchReader | Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+def iter_batches(
+    source: pa.RecordBatchReader | Iterable[pa.RecordBatch],
+) -> Iterator[pa.RecordBatch]:
     yield from source
 
 

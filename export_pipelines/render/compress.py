@@ -33,9 +33,12 @@ def compress(path: Path, compression: Compression) -> Path:
 
 def _gzip(source: Path, target: Path) -> None:
     # filename="" and mtime=0 keep the header free of the name and the clock.
-    with open(source, "rb") as src, open(target, "wb") as raw:
-        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=LEVEL) as gz:
-            shutil.copyfileobj(src, gz, _CHUNK)
+    with (
+        open(source, "rb") as src,
+        open(target, "wb") as raw,
+        gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=LEVEL) as gz,
+    ):
+        shutil.copyfileobj(src, gz, _CHUNK)
 
 
 def _zip(source: Path, target: Path) -> None:
@@ -45,6 +48,9 @@ def _zip(source: Path, target: Path) -> None:
     info.external_attr = 0o644 << 16
     # A >2 GiB member needs ZIP64 headers, which must be chosen before writing it.
     large = source.stat().st_size >= zipfile.ZIP64_LIMIT
-    with open(source, "rb") as src, zipfile.ZipFile(target, "w", allowZip64=True) as archive:
-        with archive.open(info, "w", force_zip64=large) as member:
-            shutil.copyfileobj(src, member, _CHUNK)
+    with (
+        open(source, "rb") as src,
+        zipfile.ZipFile(target, "w", allowZip64=True) as archive,
+        archive.open(info, "w", force_zip64=large) as member,
+    ):
+        shutil.copyfileobj(src, member, _CHUNK)

@@ -26,14 +26,14 @@ space instead of ``T``.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from export_pipelines.render import ReportContext, RenderOptions
+from export_pipelines.render import RenderOptions, ReportContext
 
 UTF8_BOM = b"\xef\xbb\xbf"
 LINE_END = "\r\n"
@@ -115,7 +115,9 @@ def _format_column(array: pa.Array, options: RenderOptions) -> pa.Array:
 
 def _check_delimiter(delimiter: str) -> None:
     if len(delimiter) != 1 or delimiter in '"\r\n':
-        raise ValueError(f"CSV delimiter must be one character other than quote, CR, LF: {delimiter!r}")
+        raise ValueError(
+            f"CSV delimiter must be one character other than quote, CR, LF: {delimiter!r}"
+        )
 
 
 def header_line(names: list[str], delimiter: str) -> bytes:

@@ -10,8 +10,8 @@ Duplicate column names get a ``_2``, ``_3`` … suffix, since JSON keys must be 
 The array form is one row object per line between ``[`` and ``]``, so line tools still
 work on it; empty input gives ``[]``.
 
-Speed: each batch goes to polars (Rust) with `pl.from_arrow` (zero-copy) and is written
-by its NDJSON writer; the array form replaces the line breaks between objects with
+Speed: the stream, re-cut to `csv.CHUNK_ROWS`-row batches, goes to polars (Rust) with
+`pl.from_arrow` (zero-copy) and is written by its NDJSON writer; the array form replaces the line breaks between objects with
 ``,\\n`` (a raw line break cannot occur inside a JSON value, so this is exact).
 """
 
@@ -20,11 +20,15 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import polars as pl
 import pyarrow as pa
 
-from export_pipelines.render import ReportContext, RenderOptions
+from export_pipelines.render import RenderOptions, ReportContext
+from export_pipelines.render.csv import small_batches
+
+if TYPE_CHECKING:
+    import polars as pl
 
 # The same text as `csv.iso_timestamps` (tested to be identical), done in polars because
 # there it runs in parallel over the columns of the frame.
@@ -46,27 +50,27 @@ def unique_names(names: Sequence[str]) -> list[str]:
 
 
 def _frame(batch: pa.RecordBatch, names: list[str]) -> pl.DataFrame:
+    import polars as pl  # imported here: it costs ~25 MB of memory, paid only for JSON
+
     batch = pa.RecordBatch.from_arrays(batch.columns, names=names)
     frame = pl.from_arrow(batch)
     assert isinstance(frame, pl.DataFrame)
     stamps = [n for n, t in frame.schema.items() if isinstance(t, pl.Datetime)]
     if stamps:
         frame = frame.with_columns(
-            pl.col(stamps).dt.convert_time_zone("UTC").dt.replace_time_zone(None)
+            pl.col(stamps)
+            .dt.convert_time_zone("UTC")
+            .dt.replace_time_zone(None)
             .dt.strftime(TIMESTAMP_FORMAT)
         )
     return frame
 
 
-def ndjson_chunks(reader: pa.RecordBatchReader) -> Iterator[tuple[bytes, int]]:
-    """(NDJSON text ending in a newline, row count) for each non-empty batch."""
+def frames(reader: pa.RecordBatchReader) -> Iterator[pl.DataFrame]:
+    """The stream as polars frames of at most CHUNK_ROWS rows, values ready for JSON."""
     names = unique_names(reader.schema.names)
-    for batch in reader:
-        if batch.num_rows == 0:
-            continue
-        buffer = io.BytesIO()
-        _frame(batch, names).write_ndjson(buffer)
-        yield buffer.getvalue(), batch.num_rows
+    for batch in small_batches(reader):
+        yield _frame(batch, names)
 
 
 def write_jsonl(
@@ -75,9 +79,9 @@ def write_jsonl(
     """Write one JSON object per line; return the number of rows."""
     rows = 0
     with open(path, "wb") as out:
-        for text, count in ndjson_chunks(reader):
-            out.write(text)
-            rows += count
+        for frame in frames(reader):
+            frame.write_ndjson(out)
+            rows += frame.height
     return rows
 
 
@@ -88,9 +92,11 @@ def write_json(
     rows = 0
     with open(path, "wb") as out:
         out.write(b"[")
-        for text, count in ndjson_chunks(reader):
+        for frame in frames(reader):
+            buffer = io.BytesIO()
+            frame.write_ndjson(buffer)
             out.write(b",\n" if rows else b"\n")
-            out.write(text[:-1].replace(b"\n", b",\n"))
-            rows += count
+            out.write(buffer.getbuffer()[:-1].tobytes().replace(b"\n", b",\n"))
+            rows += frame.height
         out.write(b"\n]\n" if rows else b"]\n")
     return rows

@@ -7,7 +7,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from export_pipelines.render import ReportContext, RenderOptions
+from export_pipelines.render import RenderOptions, ReportContext
 
 # Small reader batches would each become a tiny row group (poor compression, slow scans),
 # so batches are gathered up to this many rows or bytes before a row group is written.

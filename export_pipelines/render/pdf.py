@@ -27,7 +27,9 @@ The chart aggregates the stream into a bounded number of points (`MAX_CHART_KEYS
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,20 +37,22 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from reportlab import rl_config
 from reportlab.graphics import renderPDF
 from reportlab.graphics.charts.barcharts import VerticalBarChart
 from reportlab.graphics.charts.lineplots import LinePlot
 from reportlab.graphics.shapes import Drawing, String
-from reportlab import rl_config
 from reportlab.lib import colors
-from reportlab.lib.rl_accel import escapePDF
 from reportlab.lib.pagesizes import A4, landscape
+from reportlab.lib.rl_accel import escapePDF
 from reportlab.pdfbase import pdfmetrics
-from reportlab.pdfbase.ttfonts import TTFont
+from reportlab.pdfbase.ttfonts import TTFError, TTFont
 from reportlab.pdfgen.canvas import Canvas
 
-from export_pipelines.render import ReportContext, RenderOptions
+from export_pipelines.render import RenderOptions, ReportContext
 from export_pipelines.render.csv import small_batches
+
+log = logging.getLogger(__name__)
 
 FONT_DIR = Path(__file__).parent / "fonts"
 _FALLBACK_FONT_FILES = (
@@ -99,6 +103,14 @@ class _FontSet:
     def covers(self, name: str, code: int) -> bool:
         return code in pdfmetrics.getFont(name).face.charToGlyph
 
+    def covering(self, text: str, preferred: str) -> str:
+        """The first of `preferred` and the fallbacks with a glyph for every character."""
+        codes = {ord(c) for c in text if ord(c) > 32}
+        for name in [preferred, *(self.fallbacks() if codes else [])]:
+            if all(self.covers(name, code) for code in codes):
+                return name
+        return preferred
+
     def fallbacks(self) -> list[str]:
         # Parsing a CJK font costs ~50 MB and 0.5 s: only done once a character needs it.
         if self._loaded is None:
@@ -107,7 +119,8 @@ class _FontSet:
                 name = f"Fallback-{file.stem}"
                 try:
                     pdfmetrics.registerFont(TTFont(name, str(file)))
-                except Exception:  # an unusable font file is skipped, not fatal
+                except (OSError, TTFError) as error:  # an unusable font is skipped, not fatal
+                    log.warning("fallback font %s not usable: %s", file, error)
                     continue
                 self._loaded.append(name)
         return self._loaded
@@ -582,7 +595,11 @@ class ChartData:
             values = pa.array([1.0] * batch.num_rows)
         else:
             values = batch.column(self.value).cast(pa.float64())
-        keep = pc.and_(pc.is_valid(keys), pc.is_finite(values)) if not self.counting else pc.is_valid(keys)
+        keep = (
+            pc.and_(pc.is_valid(keys), pc.is_finite(values))
+            if not self.counting
+            else pc.is_valid(keys)
+        )
         keep = pc.fill_null(keep, False)
         keys, values = pc.filter(keys, keep), pc.filter(values, keep)
         if self.numeric_x:
@@ -604,8 +621,10 @@ class ChartData:
     def _x(self, keys: pa.Array) -> pa.Array:
         """Numeric x (days for dates and times), floored to the current bucket width."""
         if pa.types.is_timestamp(keys.type):
-            x = pc.divide(keys.cast(pa.timestamp("us", tz=keys.type.tz)).cast(pa.int64())
-                          .cast(pa.float64()), 86_400e6)
+            x = pc.divide(
+                keys.cast(pa.timestamp("us", tz=keys.type.tz)).cast(pa.int64()).cast(pa.float64()),
+                86_400e6,
+            )
         elif pa.types.is_date(keys.type):
             x = keys.cast(pa.date32()).cast(pa.int32()).cast(pa.float64())
         else:
@@ -616,7 +635,9 @@ class ChartData:
 
     def _coarsen(self) -> None:
         low, high = min(self.sums), max(self.sums)
-        self.bucket = self.bucket * 2 if self.bucket else max((high - low) / (MAX_CHART_KEYS / 2), 1e-9)
+        self.bucket = (
+            self.bucket * 2 if self.bucket else max((high - low) / (MAX_CHART_KEYS / 2), 1e-9)
+        )
         merged: dict[object, float] = {}
         for key, total in self.sums.items():
             bucket = math.floor(key / self.bucket) * self.bucket  # type: ignore[operator]
@@ -636,17 +657,19 @@ class ChartData:
         hours = self.bucket * 24
         return f"{hours:.3g} h bucket" if hours < 48 else f"{self.bucket:.3g} day bucket"
 
-    def drawing(self, width: float, height: float, font: str) -> Drawing:
+    def drawing(self, width: float, height: float, font_set: _FontSet) -> Drawing:
         drawing = Drawing(width, height)
-        drawing.add(String(0, height - 11, self.title(), fontName=font, fontSize=9.5))
+        title = self.title()
+        font = font_set.covering(title, _DEJAVU["body"])
+        drawing.add(String(0, height - 11, title, fontName=font, fontSize=9.5))
         if self.problem or not self.sums:
             message = self.problem or "No data to chart."
             drawing.add(String(0, height - 30, message, fontName=font, fontSize=8))
             return drawing
         if self.numeric_x:
-            chart = self._line(font)
+            chart = self._line(_DEJAVU["body"])
         else:
-            chart = self._bars(font)
+            chart = self._bars(font_set)
         chart.x, chart.y = 50, 30
         chart.width, chart.height = width - 70, height - 55
         drawing.add(chart)
@@ -663,10 +686,12 @@ class ChartData:
             axis.labels.fontSize = 7
         chart.yValueAxis.labelTextFormat = _short_number
         if self.time_axis:
-            chart.xValueAxis.labelTextFormat = _day_label
+            span = points[-1][0] - points[0][0]
+            pattern = "%Y-%m-%d" if span >= 3 else "%m-%d %H:%M"
+            chart.xValueAxis.labelTextFormat = functools.partial(_day_label, pattern=pattern)
         return chart
 
-    def _bars(self, font: str) -> VerticalBarChart:
+    def _bars(self, font_set: _FontSet) -> VerticalBarChart:
         ranked = sorted(self.sums.items(), key=lambda kv: (-kv[1], str(kv[0])))
         shown, rest = ranked[:BAR_COUNT], ranked[BAR_COUNT:]
         other = self.other + sum(v for _, v in rest)
@@ -679,11 +704,13 @@ class ChartData:
         chart.data = [values]
         chart.bars[0].fillColor = colors.Color(0.16, 0.38, 0.65)
         chart.categoryAxis.categoryNames = labels
-        chart.categoryAxis.labels.fontName = font
+        chart.categoryAxis.labels.fontName = _DEJAVU["body"]
+        for i, label in enumerate(labels):  # per label: CJK may need the fallback font
+            chart.categoryAxis.labels[i].fontName = font_set.covering(label, _DEJAVU["body"])
         chart.categoryAxis.labels.fontSize = 7
         chart.categoryAxis.labels.angle = 20
         chart.categoryAxis.labels.boxAnchor = "ne"
-        chart.valueAxis.labels.fontName = font
+        chart.valueAxis.labels.fontName = _DEJAVU["body"]
         chart.valueAxis.labels.fontSize = 7
         chart.valueAxis.labelTextFormat = _short_number
         chart.valueAxis.valueMin = min(0.0, min(values))
@@ -701,11 +728,9 @@ def _short_number(value: float) -> str:
     return f"{value:.3g}"
 
 
-def _day_label(days: float) -> str:
-    import datetime as dt
-
+def _day_label(days: float, pattern: str) -> str:
     moment = dt.datetime(1970, 1, 1) + dt.timedelta(days=days)
-    return moment.strftime("%Y-%m-%d")
+    return moment.strftime(pattern)
 
 
 # --- report --------------------------------------------------------------------------------
@@ -716,9 +741,7 @@ def row_note(shown: int, total: int, limit: int, full_file_name: str | None) -> 
     if total <= shown:
         return f"All {total:,} rows are shown."
     where = full_file_name or "the machine-readable export of this report"
-    return (
-        f"This PDF shows the first {shown:,} of {total:,} rows; the complete data is in {where}."
-    )
+    return f"This PDF shows the first {shown:,} of {total:,} rows; the complete data is in {where}."
 
 
 def _cover(pages: _Pages, context: ReportContext, chart: ChartData | None, fs: _FontSet) -> None:
@@ -789,7 +812,7 @@ def _define_forms(
     c.endForm()
     if chart is not None:
         c.beginForm("chart")
-        drawing = chart.drawing(PAGE_WIDTH - 2 * MARGIN, CHART_HEIGHT, _DEJAVU["body"])
+        drawing = chart.drawing(PAGE_WIDTH - 2 * MARGIN, CHART_HEIGHT, fs)
         renderPDF.draw(drawing, c, 0, 0)
         c.endForm()
 

@@ -37,7 +37,7 @@ from xml.sax.saxutils import escape as xml_escape
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from export_pipelines.render import ReportContext, RenderOptions
+from export_pipelines.render import RenderOptions, ReportContext
 from export_pipelines.render.csv import (
     guard_formulas,
     is_text,
@@ -139,9 +139,7 @@ def _number_cells(values: pa.Array, ref: tuple[str, pa.Array], style: str = "") 
     )
 
 
-def column_cells(
-    array: pa.Array, letter: str, rows: pa.Array, guard: bool
-) -> pa.Array:
+def column_cells(array: pa.Array, letter: str, rows: pa.Array, guard: bool) -> pa.Array:
     """One XML ``<c>`` element per row for this column; empty string for a null."""
     ref = (letter, rows)
     type_ = array.type
@@ -433,9 +431,10 @@ def write_xlsx(
     total = 0
     sheet: _SheetStream | None = None
     widths: list[float] | None = None
-    with zipfile.ZipFile(path, "w", allowZip64=True) as archive, ThreadPoolExecutor(
-        worker_count()
-    ) as pool:
+    with (
+        zipfile.ZipFile(path, "w", allowZip64=True) as archive,
+        ThreadPoolExecutor(worker_count()) as pool,
+    ):
         for number, first_row, piece in _slices(reader, options.excel_rows_per_sheet):
             if widths is None:
                 widths = column_widths(names, piece)

@@ -27,7 +27,7 @@ from xml.sax.saxutils import quoteattr
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from export_pipelines.render import ReportContext, RenderOptions
+from export_pipelines.render import RenderOptions, ReportContext
 from export_pipelines.render.csv import (
     is_text,
     joined_bytes,

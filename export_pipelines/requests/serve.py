@@ -21,6 +21,7 @@ from export_pipelines.stages import (
     WorkArea,
     extract_days,
     manifest_header,
+    path_segment,
     read_batches,
     report_context,
     transform_partition,
@@ -40,7 +41,7 @@ class Deliverable:
 
 
 def request_folder(request_id: str) -> str:
-    return f"requests/{request_id}"
+    return f"requests/{path_segment(request_id)}"
 
 
 def is_fresh(work: WorkArea, request: ValidRequest, day: dt.date) -> bool:
@@ -107,7 +108,7 @@ def build_deliverable(
                 totals.add(batch)
             else:
                 totals.rows += batch.num_rows
-    stem = f"{spec.key}_{request.organization_id}_{request.date_from}_{request.date_to}"
+    stem = f"{spec.key}_{path_segment(request.organization_id)}_{request.date_from}_{request.date_to}"
     context = report_context(
         spec,
         request.organization_id,
