@@ -56,7 +56,7 @@ def path_segment(value: str) -> str:
     """
     if _SAFE_SEGMENT.fullmatch(value) and ".." not in value:
         return value
-    encoded = quote(value, safe="")
+    encoded = quote(value, safe="").replace(".", "%2E")
     if len(encoded) > 120:
         encoded = f"{encoded[:80]}~{hashlib.sha256(value.encode()).hexdigest()[:16]}"
     return encoded
