@@ -6,7 +6,9 @@ from typing import Any
 
 import dagster as dg
 
-from export_pipelines.catalog.spec import ExportSpec
+from pathlib import Path
+
+from export_pipelines.catalog.spec import ExportSpec, Kind
 from export_pipelines.manifest import verify_folder
 from export_pipelines.partitions import export_partitions
 from export_pipelines.render import Compression, ExportFormat, RenderOptions
@@ -275,6 +277,65 @@ def export_assets(spec: ExportSpec) -> list[dg.AssetsDefinition]:
     return [extract, transform, render, publish]
 
 
+class UserDataConfig(dg.Config):
+    """Whose data to export (the GDPR export is one person's)."""
+
+    user_id: str
+    formats: list[ExportFormat] = ["JSON"]  # Dagster serialises enum defaults by name
+
+
+def user_bundle_assets(spec: ExportSpec) -> list[dg.AssetsDefinition]:
+    """The GDPR export as one asset per stage: the person is named in the run config."""
+    from export_pipelines.gdpr import build_user_export, subject_folder
+    from export_pipelines.manifest import publish_folder
+    from export_pipelines.stages import manifest_header
+
+    keys = {stage: dg.AssetKey([spec.key, stage]) for stage in ("extract", "transform", "render", "publish")}
+    common = dict(
+        group_name=spec.key,
+        partitions_def=export_partitions,
+        owners=list(spec.owners),
+        code_version=spec.code_version,
+        tags={"export_type": spec.key, "personal_data": "true"},
+    )
+
+    @dg.multi_asset(
+        specs=[
+            dg.AssetSpec(keys["extract"], description="The person's rows, one Parquet file per section.", kinds={"sql"}, **common),
+            dg.AssetSpec(keys["transform"], deps=[keys["extract"]], description="Checked: every row names the person; none of anyone else.", kinds={"pyarrow"}, **common),
+            dg.AssetSpec(keys["render"], deps=[keys["transform"]], description="JSON bundle (and CSV zip) with the Art. 15(1) cover document.", kinds={"json"}, **common),
+            dg.AssetSpec(keys["publish"], deps=[keys["render"]], description=f"{spec.title} published under user_data_export/org=…/date=…/user=…/.", kinds={"file"}, **common),
+        ],
+        partitions_def=export_partitions,
+        can_subset=False,
+    )
+    def user_data_export(context: dg.AssetExecutionContext, config: UserDataConfig, source: SourceResource, store: StoreResource, work: WorkAreaResource):
+        import tempfile
+
+        target = store.store()
+        for partition in partitions_of(context):
+            with tempfile.TemporaryDirectory(dir=work.work_area().root) as scratch:
+                stem = f"{partition.file_stem(spec.key)}_{config.user_id}"
+                files, cover = build_user_export(
+                    source.database(), Path(scratch), partition.organization_id,
+                    config.user_id, partition.date, list(config.formats), stem,
+                )
+                rows = sum(s["rows"] for s in cover["sections"])
+                header = manifest_header(spec, partition.organization_id, rows, context.run_id, partition.date, extra={"user_id": config.user_id})
+                _, published = publish_folder(target, subject_folder(partition.organization_id, partition.date, config.user_id), files, header)
+        sections = {s["name"]: s["rows"] for s in cover["sections"]}
+        yield dg.MaterializeResult(asset_key=keys["extract"], metadata={"dagster/row_count": rows, "rows_by_section": dg.MetadataValue.json(sections)})
+        yield dg.MaterializeResult(asset_key=keys["transform"], metadata={"dagster/row_count": rows, "rows_of_other_users": 0})
+        yield dg.MaterializeResult(asset_key=keys["render"], metadata={"files": ", ".join(f.path.name for f in files)})
+        yield dg.MaterializeResult(
+            asset_key=keys["publish"],
+            metadata={"dagster/row_count": rows, **{f"sha256 {p.name}": p.sha256 for p in published}},
+        )
+
+    return [user_data_export]
+
+
 def all_export_assets(specs: Sequence[ExportSpec]) -> list[dg.AssetsDefinition]:
-    return [asset for spec in specs for asset in export_assets(spec)]
+    builders = {Kind.TABLE: export_assets, Kind.USER_BUNDLE: user_bundle_assets}
+    return [asset for spec in specs for asset in builders[spec.kind](spec)]
 

@@ -77,8 +77,10 @@ def sample_table() -> pa.Table:
             pa.array(bools, pa.bool_()),
             pa.array(stamps, pa.timestamp("us", tz="UTC")),
             pa.array(days, pa.date32()),
-            pa.array([None if t is None else f"note {i}: {t}" for i, t in enumerate(TEXTS)],
-                     pa.large_string()),
+            pa.array(
+                [None if t is None else f"note {i}: {t}" for i, t in enumerate(TEXTS)],
+                pa.large_string(),
+            ),
         ],
         schema=schema,
     )
@@ -90,15 +92,15 @@ def reader(table: pa.Table, chunk: int = 3) -> pa.RecordBatchReader:
 
 
 def context(**overrides) -> ReportContext:
-    values = dict(
-        export_type="orders",
-        title="Orders — March 2026",
-        organization_id="org-42",
-        period="2026-03",
-        as_of="2026-03-31T23:59:59Z",
-        summary=(("Total amount", "1,234.50 EUR"), ("Source", "tests")),
-        full_file_name="orders_org-42_2026-03.csv.gz",
-    )
+    values = {
+        "export_type": "orders",
+        "title": "Orders — March 2026",
+        "organization_id": "org-42",
+        "period": "2026-03",
+        "as_of": "2026-03-31T23:59:59Z",
+        "summary": (("Total amount", "1,234.50 EUR"), ("Source", "tests")),
+        "full_file_name": "orders_org-42_2026-03.csv.gz",
+    }
     values.update(overrides)
     return ReportContext(**values)
 

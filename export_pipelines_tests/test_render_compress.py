@@ -62,8 +62,9 @@ def test_same_bytes_whatever_the_file_time_and_folder(tmp_path, kind):
 
 def test_render_compresses_through_the_dispatcher(tmp_path):
     table = sample_table()
-    path, rows = render_file(ExportFormat.CSV, table, tmp_path / "o.csv",
-                             RenderOptions(compression=Compression.GZIP))
+    path, rows = render_file(
+        ExportFormat.CSV, table, tmp_path / "o.csv", RenderOptions(compression=Compression.GZIP)
+    )
     assert path.name == "o.csv.gz" and rows == table.num_rows
     assert not (tmp_path / "o.csv").exists()
     assert gzip.decompress(path.read_bytes()).startswith(b"id,text,")

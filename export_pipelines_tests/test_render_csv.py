@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+
 import pyarrow as pa
 import pytest
 
@@ -81,7 +82,9 @@ def test_delimiter_option(tmp_path):
     table = pa.table({"a": ["x;y", "x,y", "tab\there"], "b": [1, 2, 3]})
     for delimiter in (";", "\t", "|"):
         path, _ = render_file(
-            ExportFormat.CSV, table, tmp_path / f"out{ord(delimiter)}.csv",
+            ExportFormat.CSV,
+            table,
+            tmp_path / f"out{ord(delimiter)}.csv",
             RenderOptions(csv_delimiter=delimiter),
         )
         parsed = _rows(path.read_bytes(), delimiter)
@@ -94,14 +97,16 @@ def test_delimiter_option(tmp_path):
 
 def test_invalid_delimiter_is_refused(tmp_path):
     with pytest.raises(ValueError):
-        render_file(ExportFormat.CSV, sample_table(), tmp_path / "o.csv",
-                    RenderOptions(csv_delimiter='"'))
+        render_file(
+            ExportFormat.CSV, sample_table(), tmp_path / "o.csv", RenderOptions(csv_delimiter='"')
+        )
 
 
 @pytest.mark.parametrize("bom", [True, False])
 def test_bom(tmp_path, bom):
-    path, _ = render_file(ExportFormat.CSV, sample_table(), tmp_path / "o.csv",
-                          RenderOptions(csv_bom=bom))
+    path, _ = render_file(
+        ExportFormat.CSV, sample_table(), tmp_path / "o.csv", RenderOptions(csv_bom=bom)
+    )
     data = path.read_bytes()
     assert data.startswith(b"\xef\xbb\xbf") is bom
     assert _rows(data.removeprefix(b"\xef\xbb\xbf"))[0][0] == "id"

@@ -72,7 +72,11 @@ def test_non_finite_floats_become_null(tmp_path):
     table = pa.table({"x": [1.5, float("nan"), float("inf"), -float("inf"), None]})
     path, _ = render_file(ExportFormat.JSONL, table, tmp_path / "o.jsonl")
     assert [row["x"] for row in _load(ExportFormat.JSONL, path.read_bytes())] == [
-        1.5, None, None, None, None,
+        1.5,
+        None,
+        None,
+        None,
+        None,
     ]
 
 
@@ -94,8 +98,9 @@ def test_empty_stream_is_valid(tmp_path, fmt, text):
 
 
 def test_duplicate_column_names_get_suffixes(tmp_path):
-    table = pa.Table.from_arrays([pa.array([1]), pa.array([2]), pa.array([3])],
-                                 names=["a", "a", "a_2"])
+    table = pa.Table.from_arrays(
+        [pa.array([1]), pa.array([2]), pa.array([3])], names=["a", "a", "a_2"]
+    )
     assert unique_names(table.column_names) == ["a", "a_2", "a_2_2"]
     path, _ = render_file(ExportFormat.JSON, table, tmp_path / "o.json")
     assert json.loads(path.read_text()) == [{"a": 1, "a_2": 2, "a_2_2": 3}]

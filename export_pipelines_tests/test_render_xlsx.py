@@ -85,8 +85,9 @@ def test_number_formats_header_freeze_filter_widths(tmp_path):
 def test_formula_guard_on_and_off(tmp_path):
     table = pa.table({"t": ["=1+1", "+x", "-y", "@z", "\tt", "\rr", "ok", "a=b"], "n": [-1] * 8})
     on, _ = render_file(ExportFormat.EXCEL, table, tmp_path / "on.xlsx")
-    off, _ = render_file(ExportFormat.EXCEL, table, tmp_path / "off.xlsx",
-                         RenderOptions(formula_guard=False))
+    off, _ = render_file(
+        ExportFormat.EXCEL, table, tmp_path / "off.xlsx", RenderOptions(formula_guard=False)
+    )
     guarded_cells = [row[0] for row in _data(_book(on)["Data"])]
     assert guarded_cells == ["'=1+1", "'+x", "'-y", "'@z", "'\tt", "'\rr", "ok", "a=b"]
     plain = _book(off)["Data"]
@@ -98,8 +99,9 @@ def test_formula_guard_on_and_off(tmp_path):
 
 def test_sheet_split(tmp_path):
     table = sample_table()  # 20 rows
-    path, rows = render_file(ExportFormat.EXCEL, table, tmp_path / "o.xlsx",
-                             RenderOptions(excel_rows_per_sheet=3))
+    path, rows = render_file(
+        ExportFormat.EXCEL, table, tmp_path / "o.xlsx", RenderOptions(excel_rows_per_sheet=3)
+    )
     book = _book(path)
     expected_sheets = math.ceil(table.num_rows / 3)
     assert book.sheetnames == ["Data"] + [f"Data ({i})" for i in range(2, expected_sheets + 1)]
@@ -143,8 +145,9 @@ def test_urls_are_not_hyperlinks(tmp_path):
 
 def test_special_text_survives(tmp_path):
     table = pa.table({"t": ["ctrl\x01\x1f", "_x0041_ literal", "  padded  ", "a\r\nb", "<&>"]})
-    path, _ = render_file(ExportFormat.EXCEL, table, tmp_path / "o.xlsx",
-                          RenderOptions(formula_guard=False))
+    path, _ = render_file(
+        ExportFormat.EXCEL, table, tmp_path / "o.xlsx", RenderOptions(formula_guard=False)
+    )
     cells = [row[0] for row in _data(_book(path)["Data"])]
     assert cells[0] == "ctrl\ufffd\ufffd"
     # Excel decodes _xHHHH_, so the writer escapes the underscore (openpyxl shows it raw)
@@ -185,16 +188,26 @@ def test_deterministic(tmp_path):
 @pytest.mark.skipif(shutil.which("soffice") is None, reason="LibreOffice (soffice) not installed")
 def test_libreoffice_reads_every_sheet(tmp_path):
     table = sample_table()
-    path, _ = render_file(ExportFormat.EXCEL, table, tmp_path / "o.xlsx",
-                          RenderOptions(excel_rows_per_sheet=12))
+    path, _ = render_file(
+        ExportFormat.EXCEL, table, tmp_path / "o.xlsx", RenderOptions(excel_rows_per_sheet=12)
+    )
     out = tmp_path / "csv"
     # 44=comma 34=quote 76=UTF-8; the trailing -1 writes one CSV per sheet
     filter_options = "44,34,76,1,,0,false,true,false,false,false,-1"
     subprocess.run(
-        ["soffice", "--headless", f"-env:UserInstallation=file://{tmp_path}/profile",
-         "--convert-to", f"csv:Text - txt - csv (StarCalc):{filter_options}",
-         "--outdir", str(out), str(path)],
-        check=True, capture_output=True, timeout=180,
+        [
+            "soffice",
+            "--headless",
+            f"-env:UserInstallation=file://{tmp_path}/profile",
+            "--convert-to",
+            f"csv:Text - txt - csv (StarCalc):{filter_options}",
+            "--outdir",
+            str(out),
+            str(path),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=180,
     )
     first = list(csv.reader((out / "o-Data.csv").open(encoding="utf-8", newline="")))
     second = list(csv.reader((out / "o-Data (2).csv").open(encoding="utf-8", newline="")))
@@ -208,8 +221,10 @@ def test_libreoffice_reads_every_sheet(tmp_path):
         else:  # General format: big numbers show in scientific notation
             assert math.isclose(float(line[0]), record["id"], rel_tol=1e-14)
         expected_text = "" if record["text"] is None else guarded(record["text"])
-        assert line[1] == expected_text.replace("\r\n", "\n").replace("\r", "\n") or \
-            line[1] == expected_text
+        assert (
+            line[1] == expected_text.replace("\r\n", "\n").replace("\r", "\n")
+            or line[1] == expected_text
+        )
         assert line[3] == {True: "TRUE", False: "FALSE", None: ""}[record["active"]]
         if record["created_at"] is not None:
             assert line[4] == record["created_at"].strftime("%Y-%m-%d %H:%M:%S")

@@ -10,8 +10,9 @@ from export_pipelines.catalog import (
     scan_history,
     scan_results,
     usage_analytics,
+    user_data_export,
 )
-from export_pipelines.catalog.spec import Access, Aggregate, ExportSpec, Window, WindowKind
+from export_pipelines.catalog.spec import Access, Aggregate, ExportSpec, Kind, Window, WindowKind
 
 SPECS: tuple[ExportSpec, ...] = (
     projects_summary.SPEC,
@@ -23,6 +24,7 @@ SPECS: tuple[ExportSpec, ...] = (
     usage_analytics.SPEC,
     credit_usage_report.SPEC,
     audit_log_export.SPEC,
+    user_data_export.SPEC,
 )
 CATALOG: dict[str, ExportSpec] = {spec.key: spec for spec in SPECS}
 
@@ -36,4 +38,6 @@ def get_spec(export_type: str) -> ExportSpec:
     return CATALOG[key]
 
 
-__all__ = ["Access", "Aggregate", "CATALOG", "ExportSpec", "SPECS", "Window", "WindowKind", "get_spec"]
+__all__ = [
+    "Access", "Aggregate", "CATALOG", "ExportSpec", "Kind", "SPECS", "Window", "WindowKind", "get_spec",
+]

@@ -22,6 +22,14 @@ class WindowKind(str, enum.Enum):
     SNAPSHOT = "snapshot"
 
 
+class Kind(str, enum.Enum):
+    """How the factory builds the type: one table, or a bundle of several."""
+
+    TABLE = "table"
+    USER_BUNDLE = "user_bundle"  # one person's data in sections (GDPR)
+    ORGANIZATION_BUNDLE = "organization_bundle"  # every other type of one org and day
+
+
 class Access(str, enum.Enum):
     """Who may request an export type on demand."""
 
@@ -90,8 +98,9 @@ class ExportSpec:
     # (label column, value column, "line" | "bar") for the PDF's chart.
     chart: tuple[str, str, str] | None = None
     owners: tuple[str, ...] = ("team:data",)
-    # Extra named parameters the query needs (e.g. the GDPR export's user id).
+    # Extra named parameters the query needs.
     parameters: Mapping[str, Any] = field(default_factory=dict)
+    kind: Kind = Kind.TABLE
 
     @property
     def schema(self) -> pa.Schema:

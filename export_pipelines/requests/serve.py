@@ -12,6 +12,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from export_pipelines.catalog.spec import Kind
 from export_pipelines.manifest import PublishedFile, publish_folder
 from export_pipelines.requests.validation import ValidRequest
 from export_pipelines.source.database import SourceDatabase
@@ -92,6 +93,8 @@ def build_deliverable(
     progress: Callable[[int], None] = lambda pct: None,
 ) -> Deliverable:
     spec = request.spec
+    if spec.kind is Kind.USER_BUNDLE:
+        return _user_data_deliverable(request, db, work, store, run_id, progress)
     built, reused = ensure_days(request, db, work)
     progress(50)
 
@@ -148,3 +151,30 @@ def build_deliverable(
         folder = request_folder(request.id)
         manifest, published = publish_folder(store, folder, [rendered], header)
     return Deliverable(request.id, folder, published[0], manifest, built, reused)
+
+
+def _user_data_deliverable(
+    request: ValidRequest,
+    db: SourceDatabase,
+    work: WorkArea,
+    store: Store,
+    run_id: str,
+    progress: Callable[[int], None],
+) -> Deliverable:
+    """One person's data as of the request day: always computed fresh, never cached."""
+    from export_pipelines.gdpr import build_user_export
+
+    user_id = request.extra["user_id"]
+    stem = f"user_data_export_{path_segment(user_id)}_{request.date_to}"
+    with tempfile.TemporaryDirectory(dir=work.root, prefix=".request-") as scratch:
+        files, cover = build_user_export(
+            db, Path(scratch), request.organization_id, user_id, request.date_to, [request.format], stem
+        )
+        progress(80)
+        rows = sum(s["rows"] for s in cover["sections"])
+        header = manifest_header(
+            request.spec, request.organization_id, rows, run_id, date=None,
+            request_id=request.id, extra={"user_id": user_id, "date_to": request.date_to.isoformat()},
+        )
+        manifest, published = publish_folder(store, request_folder(request.id), files, header)
+    return Deliverable(request.id, request_folder(request.id), published[0], manifest, [], [])

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from export_pipelines.catalog import CATALOG
-from export_pipelines.catalog.spec import Access, ExportSpec, Window, WindowKind
+from export_pipelines.catalog.spec import Access, ExportSpec, Kind, Window, WindowKind
 from export_pipelines.render import Compression, ExportFormat, RenderOptions
 from export_pipelines.requests.ledger import parse_timestamp
 from export_pipelines.source.database import SourceDatabase
@@ -223,6 +223,11 @@ def validate(row: dict[str, Any], db: SourceDatabase, now: dt.datetime) -> Valid
             )
 
     options, columns = parse_parameters(row.get("parameters"), spec)
+    if spec.kind is Kind.USER_BUNDLE:
+        if fmt not in (ExportFormat.JSON, ExportFormat.CSV):
+            raise RequestRejected(f"{spec.key} is delivered as JSON or CSV, not {fmt.value}")
+        if columns is not None:
+            raise RequestRejected(f"{spec.key} always holds every column; drop parameter columns")
 
     window = Window.for_days(filters["date_from"], filters["date_to"])
     if spec.window is WindowKind.SNAPSHOT:

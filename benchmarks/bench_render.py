@@ -1,0 +1,386 @@
+"""Benchmark the renderers against the seed-style code and the fastest library primitive.
+
+    python benchmarks/bench_render.py [--rows 100000 1000000] [--formats CSV EXCEL ...]
+                                      [--out BENCHMARKS-render.md] [--timeout 300]
+
+For each row count the 12-column table of `bench_data.build_table` is saved once as
+Parquet (64k-row groups); every measurement then runs in its own process, which reads
+that file, writes one output file and prints its wall time and its own peak RSS:
+
+(a) seed: the whole table as a Python list of dicts, then csv.DictWriter / json.dumps /
+    pandas.to_excel / one reportlab Table of every row / an ElementTree of every row;
+(b) ours: `export_pipelines.render.render` over a stream of 64k-row batches;
+(c) primitive: pyarrow.csv.write_csv, pyarrow.parquet.write_table (zstd), polars
+    write_ndjson, rustpy-xlsxwriter (Excel) — nothing for PDF and XML.
+
+Every variant's time includes reading the Parquet file (the same input for all).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+BATCH_ROWS = 65_536
+FORMATS = ["CSV", "JSON", "JSONL", "PARQUET", "XML", "EXCEL", "PDF"]
+EXTENSIONS = {
+    "CSV": "csv",
+    "JSON": "json",
+    "JSONL": "jsonl",
+    "PARQUET": "parquet",
+    "XML": "xml",
+    "EXCEL": "xlsx",
+    "PDF": "pdf",
+}
+# Row counts for PDF (a person's report; capped at pdf_row_limit=100,000 rows drawn).
+PDF_ROWS = [10_000, 100_000]
+# Seed paths known to run for many minutes are measured at smaller sizes only:
+# pandas.to_excel takes ~25 s per 100k rows; one reportlab Table of all rows is quadratic.
+SEED_MAX_ROWS = {"EXCEL": 100_000, "PDF": 100_000}
+SEED_PDF_TIMEOUT = 120
+
+
+# --- child side: one measurement -----------------------------------------------------------
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _seed(fmt: str, source: Path, out: Path) -> int:
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(source).to_pylist()
+    if fmt == "CSV":
+        import csv
+        import io
+
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+        out.write_text(buffer.getvalue(), encoding="utf-8")
+    elif fmt == "JSON":
+        out.write_text(json.dumps(rows, indent=2, default=str), encoding="utf-8")
+    elif fmt == "JSONL":
+        out.write_text("\n".join(json.dumps(r, default=str) for r in rows), encoding="utf-8")
+    elif fmt == "EXCEL":
+        import pandas as pd
+
+        frame = pd.DataFrame(rows)
+        for column in frame.columns:  # Excel writers refuse zone-aware datetimes
+            if isinstance(frame[column].dtype, pd.DatetimeTZDtype):
+                frame[column] = frame[column].dt.tz_localize(None)
+        frame.to_excel(out, index=False)
+    elif fmt == "XML":
+        import xml.etree.ElementTree as ET
+
+        root = ET.Element("export")
+        for row in rows:
+            element = ET.SubElement(root, "row")
+            for key, value in row.items():
+                ET.SubElement(element, key).text = "" if value is None else str(value)
+        ET.ElementTree(root).write(out, encoding="utf-8", xml_declaration=True)
+    elif fmt == "PDF":
+        from reportlab.lib import colors
+        from reportlab.lib.pagesizes import A4, landscape
+        from reportlab.platypus import SimpleDocTemplate, Table, TableStyle
+
+        data = [list(rows[0])] + [["" if v is None else str(v) for v in r.values()] for r in rows]
+        table = Table(data, repeatRows=1)
+        table.setStyle(
+            TableStyle(
+                [("GRID", (0, 0), (-1, -1), 0.25, colors.grey), ("FONTSIZE", (0, 0), (-1, -1), 6)]
+            )
+        )
+        SimpleDocTemplate(str(out), pagesize=landscape(A4)).build([table])
+    else:
+        raise ValueError(f"no seed implementation for {fmt}")
+    return len(rows)
+
+
+def _ours(fmt: str, source: Path, out: Path) -> int:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from export_pipelines.render import ExportFormat, RenderOptions, ReportContext, render
+
+    parquet = pq.ParquetFile(source)
+    reader = pa.RecordBatchReader.from_batches(
+        parquet.schema_arrow, parquet.iter_batches(batch_size=BATCH_ROWS)
+    )
+    context = ReportContext(
+        export_type="orders",
+        title="Orders benchmark",
+        organization_id="org-bench",
+        period="2026-01",
+        as_of="2026-01-31T23:59:59Z",
+        summary=(("Source", "benchmarks/bench_data.py"),),
+        full_file_name="orders.csv.gz",
+        chart=("created_at", "amount", "line") if fmt == "PDF" else None,
+    )
+    rendered = render(ExportFormat(fmt), reader, out, RenderOptions(), context)
+    return rendered.rows
+
+
+def _primitive(fmt: str, source: Path, out: Path) -> int:
+    import pyarrow.parquet as pq
+
+    if fmt == "CSV":
+        import pyarrow.csv as pacsv
+
+        table = pq.read_table(source)
+        pacsv.write_csv(table, out)
+    elif fmt == "PARQUET":
+        table = pq.read_table(source)
+        pq.write_table(table, out, compression="zstd")
+    elif fmt in ("JSON", "JSONL"):
+        import polars as pl
+
+        frame = pl.read_parquet(source)  # polars' own (parallel) reader: the fastest path
+        frame.write_ndjson(out)
+        return frame.height
+    elif fmt == "EXCEL":
+        import polars as pl
+        import rustpy_xlsxwriter
+
+        frame = pl.read_parquet(source)
+        frame = frame.with_columns(pl.col(pl.Datetime).dt.replace_time_zone(None))
+        rustpy_xlsxwriter.write_worksheet(frame, str(out), sheet_name="Data")
+        return frame.height
+    else:
+        raise ValueError(f"no primitive for {fmt}")
+    return table.num_rows
+
+
+def child(kind: str, fmt: str, source: Path, out: Path) -> None:
+    """Run one measurement and print it as JSON (imports happen before the clock starts)."""
+    import pyarrow.parquet  # noqa: F401
+
+    import export_pipelines.render  # noqa: F401
+
+    run = {"seed": _seed, "ours": _ours, "primitive": _primitive}[kind]
+    start = time.perf_counter()
+    rows = run(fmt, source, out)
+    seconds = time.perf_counter() - start
+    size = out.stat().st_size if out.exists() else 0
+    print(json.dumps({"seconds": seconds, "rss_mb": _rss_mb(), "rows": rows, "bytes": size}))
+
+
+# --- parent side ---------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    fmt: str
+    rows: int
+    kind: str
+    seconds: float | None = None
+    rss_mb: float | None = None
+    out_bytes: int = 0
+    note: str = ""
+
+
+def measure(kind: str, fmt: str, rows: int, source: Path, work: Path, timeout: int) -> Result:
+    out = work / f"{kind}-{rows}.{EXTENSIONS[fmt]}"
+    command = [sys.executable, __file__, "--child", kind, fmt, str(source), str(out)]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    try:
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout, env=env, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return Result(fmt, rows, kind, note=f"did not finish in {timeout} s")
+    finally:
+        for leftover in work.glob(f"{kind}-{rows}.*"):
+            leftover.unlink()
+    if done.returncode != 0:
+        tail = (done.stderr.strip().splitlines() or ["?"])[-1]
+        return Result(fmt, rows, kind, note=f"failed: {tail[:120]}")
+    data = json.loads(done.stdout.strip().splitlines()[-1])
+    return Result(fmt, rows, kind, data["seconds"], data["rss_mb"], data["bytes"])
+
+
+def _machine() -> list[str]:
+    cpu = "?"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem_kb = next(
+        int(line.split()[1])
+        for line in Path("/proc/meminfo").read_text().splitlines()
+        if line.startswith("MemTotal")
+    )
+    packages = [
+        "pyarrow",
+        "polars",
+        "pandas",
+        "reportlab",
+        "rl-accel",
+        "openpyxl",
+        "xlsxwriter",
+        "rustpy-xlsxwriter",
+        "pypdf",
+    ]
+    versions = []
+    for name in packages:
+        try:
+            versions.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            versions.append(f"{name} (not installed)")
+    return [
+        f"- Date: {dt.date.today().isoformat()}",
+        f"- CPU: {cpu}, {os.cpu_count()} cores; RAM {mem_kb / 1024 / 1024:.1f} GiB",
+        f"- Python {platform.python_version()} on {platform.system()} {platform.release()}",
+        f"- Libraries: {', '.join(versions)}",
+    ]
+
+
+def _fmt_seconds(r: Result | None) -> str:
+    if r is None:
+        return "n/a"
+    return f"{r.seconds:.2f}" if r.seconds is not None else r.note
+
+
+def report(results: list[Result], skipped: list[str]) -> str:
+    index = {(r.fmt, r.rows, r.kind): r for r in results}
+    lines = [
+        "# Renderer benchmarks",
+        "",
+        (
+            "Generated by `python benchmarks/bench_render.py` (each measurement in its own "
+            "process; time includes reading the same Parquet input; peak RSS is the process's "
+            "`ru_maxrss`, interpreter and imports included)."
+        ),
+        "",
+        *_machine(),
+        "",
+        (
+            "| Format | Rows | Variant | Wall s | Rows/s | Peak RSS MB | Output MB "
+            "| Ours vs seed (speed, RSS) | Ours / primitive time |"
+        ),
+        "|---|---:|---|---:|---:|---:|---:|---|---:|",
+    ]
+    for r in results:
+        seed = index.get((r.fmt, r.rows, "seed"))
+        prim = index.get((r.fmt, r.rows, "primitive"))
+        rate = f"{r.rows / r.seconds:,.0f}" if r.seconds else ""
+        rss = f"{r.rss_mb:.0f}" if r.rss_mb else ""
+        size = f"{r.out_bytes / 1e6:.1f}" if r.out_bytes else ""
+        vs_seed = vs_prim = ""
+        if r.kind == "ours" and r.seconds:
+            if seed and seed.seconds:
+                vs_seed = (
+                    f"{seed.seconds / r.seconds:.1f}× faster, {r.rss_mb / seed.rss_mb:.2f}× RSS"
+                )
+            elif seed:
+                vs_seed = f"seed {seed.note}"
+            if prim and prim.seconds:
+                vs_prim = f"{r.seconds / prim.seconds:.2f}"
+        lines.append(
+            f"| {r.fmt} | {r.rows:,} | {r.kind} | {_fmt_seconds(r)} | {rate} | {rss} | {size} "
+            f"| {vs_seed} | {vs_prim} |"
+        )
+    lines += ["", "## Targets", ""]
+    lines += _targets(results, index)
+    if skipped:
+        lines += ["", "## Not measured", ""] + [f"- {s}" for s in skipped]
+    return "\n".join(lines) + "\n"
+
+
+def _targets(results: list[Result], index: dict) -> list[str]:
+    out = []
+    for r in results:
+        if r.kind != "ours" or r.seconds is None:
+            continue
+        checks = []
+        seed = index.get((r.fmt, r.rows, "seed"))
+        prim = index.get((r.fmt, r.rows, "primitive"))
+        if r.rows >= 1_000_000 or r.fmt == "PDF":
+            if seed and seed.seconds:
+                speed = seed.seconds / r.seconds
+                checks.append(f"{speed:.1f}× faster than seed (≥ 5×: {_ok(speed >= 5)})")
+                share = r.rss_mb / seed.rss_mb
+                checks.append(f"RSS {share:.2f}× seed's (≤ 0.10: {_ok(share <= 0.10)})")
+            if prim and prim.seconds:
+                ratio = r.seconds / prim.seconds
+                checks.append(f"{ratio:.2f}× primitive's time (≤ 1.5: {_ok(ratio <= 1.5)})")
+            limit = 500
+            checks.append(f"RSS {r.rss_mb:.0f} MB (< {limit}: {_ok(r.rss_mb < limit)})")
+            if r.fmt == "PDF" and r.rows == 100_000:
+                checks.append(f"{r.seconds:.1f} s (≤ 30 s: {_ok(r.seconds <= 30)})")
+        if checks:
+            out.append(f"- {r.fmt} {r.rows:,} rows: " + "; ".join(checks))
+    return out
+
+
+def _ok(passed: bool) -> str:
+    return "met" if passed else "MISSED"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--formats", nargs="+", default=FORMATS, type=str.upper)
+    parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS-render.md")
+    parser.add_argument("--timeout", type=int, default=300)
+    parser.add_argument("--child", nargs=4, metavar=("KIND", "FORMAT", "SOURCE", "OUT"))
+    args = parser.parse_args()
+    if args.child:
+        kind, fmt, source, out = args.child
+        child(kind, fmt, Path(source), Path(out))
+        return
+
+    sys.path.insert(0, str(HERE))
+    import pyarrow.parquet as pq
+    from bench_data import build_table
+
+    results: list[Result] = []
+    skipped: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="bench-render-") as folder:
+        work = Path(folder)
+        sizes = sorted(set(args.rows) | (set(PDF_ROWS) if "PDF" in args.formats else set()))
+        sources = {}
+        for rows in sizes:
+            sources[rows] = work / f"input-{rows}.parquet"
+            pq.write_table(
+                build_table(rows), sources[rows], compression="zstd", row_group_size=BATCH_ROWS
+            )
+        for fmt in args.formats:
+            for rows in PDF_ROWS if fmt == "PDF" else args.rows:
+                for kind in ("seed", "ours", "primitive"):
+                    if kind == "primitive" and fmt in ("PDF", "XML"):
+                        continue
+                    if kind == "seed" and fmt == "PARQUET":
+                        continue
+                    if kind == "seed" and rows > SEED_MAX_ROWS.get(fmt, rows):
+                        skipped.append(f"{fmt} seed at {rows:,} rows (see SEED_MAX_ROWS)")
+                        continue
+                    timeout = SEED_PDF_TIMEOUT if (kind, fmt) == ("seed", "PDF") else args.timeout
+                    result = measure(kind, fmt, rows, sources[rows], work, timeout)
+                    results.append(result)
+                    print(
+                        f"{fmt:8s} {rows:>9,} {kind:9s} {_fmt_seconds(result):>10s} s "
+                        f"{result.rss_mb or 0:7.0f} MB",
+                        flush=True,
+                    )
+    args.out.write_text(report(results, skipped), encoding="utf-8")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

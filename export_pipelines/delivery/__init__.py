@@ -1,0 +1,1 @@
+"""Delivering finished exports to people: plain functions, no Dagster."""
