@@ -335,7 +335,66 @@ def user_bundle_assets(spec: ExportSpec) -> list[dg.AssetsDefinition]:
     return [user_data_export]
 
 
+def organization_bundle_assets(spec: ExportSpec) -> list[dg.AssetsDefinition]:
+    """One zip of every table export of the partition, built from what was published."""
+    import tempfile
+
+    from export_pipelines.bundle import bundle_manifest, collect_parts, write_bundle
+    from export_pipelines.catalog import bundled_specs
+    from export_pipelines.manifest import publish_folder
+    from export_pipelines.stages import manifest_header
+
+    parts_specs = bundled_specs()
+    keys = {stage: dg.AssetKey([spec.key, stage]) for stage in ("extract", "transform", "render", "publish")}
+    common = dict(
+        group_name=spec.key,
+        partitions_def=export_partitions,
+        owners=list(spec.owners),
+        code_version=spec.code_version,
+        tags={"export_type": spec.key},
+    )
+    part_keys = [dg.AssetKey([s.key, "publish"]) for s in parts_specs]
+
+    @dg.multi_asset(
+        specs=[
+            dg.AssetSpec(keys["extract"], deps=part_keys, description="Every table export published for the partition, verified against its manifest.", kinds={"file"}, **common),
+            dg.AssetSpec(keys["transform"], deps=[keys["extract"]], description="The bundle's top-level manifest: parts, files, checksums.", kinds={"json"}, **common),
+            dg.AssetSpec(keys["render"], deps=[keys["transform"]], description="One deterministic zip of every part.", kinds={"zip"}, **common),
+            dg.AssetSpec(keys["publish"], deps=[keys["render"]], description="The bundle published under organization_bundle/org=…/date=…/ with manifest.json.", kinds={"file"}, **common),
+        ],
+        partitions_def=export_partitions,
+        can_subset=False,
+        backfill_policy=BACKFILL_POLICY,
+    )
+    def organization_bundle(context: dg.AssetExecutionContext, store: StoreResource, work: WorkAreaResource):
+        target = store.store()
+        total_rows, files = 0, []
+        for partition in partitions_of(context):
+            parts = collect_parts(target, partition, parts_specs)
+            manifest = bundle_manifest(partition, parts)
+            with tempfile.TemporaryDirectory(dir=work.work_area().root) as scratch:
+                bundle = write_bundle(target, parts, manifest, Path(scratch) / f"{partition.file_stem(spec.key)}.zip")
+                header = manifest_header(spec, partition.organization_id, bundle.rows, context.run_id, partition.date, extra={"parts": [p["export_type"] for p in manifest["parts"]]})
+                header["columns"] = []
+                _, published = publish_folder(target, partition.folder(spec.key), [bundle], header)
+            total_rows += bundle.rows
+            files += published
+        yield dg.MaterializeResult(asset_key=keys["extract"], metadata={"parts": len(parts_specs)})
+        yield dg.MaterializeResult(asset_key=keys["transform"], metadata={"dagster/row_count": total_rows})
+        yield dg.MaterializeResult(asset_key=keys["render"], metadata={"files": ", ".join(f.name for f in files)})
+        yield dg.MaterializeResult(
+            asset_key=keys["publish"],
+            metadata={"dagster/row_count": total_rows, **{f"sha256 {f.name}": f.sha256 for f in files}},
+        )
+
+    return [organization_bundle]
+
+
 def all_export_assets(specs: Sequence[ExportSpec]) -> list[dg.AssetsDefinition]:
-    builders = {Kind.TABLE: export_assets, Kind.USER_BUNDLE: user_bundle_assets}
+    builders = {
+        Kind.TABLE: export_assets,
+        Kind.USER_BUNDLE: user_bundle_assets,
+        Kind.ORGANIZATION_BUNDLE: organization_bundle_assets,
+    }
     return [asset for spec in specs for asset in builders[spec.kind](spec)]
 

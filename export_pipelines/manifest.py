@@ -57,7 +57,7 @@ def publish_folder(
         published.append(
             PublishedFile(
                 name=rendered.path.name,
-                format=rendered.format.value,
+                format=rendered.format_name,
                 bytes=rendered.path.stat().st_size,
                 sha256=digest,
                 rows=rendered.rows,

@@ -52,6 +52,10 @@ class Store(ABC):
     def read_bytes(self, key: str) -> bytes: ...
 
     @abstractmethod
+    def download(self, key: str, target: Path) -> None:
+        """Copy `key` to a local file."""
+
+    @abstractmethod
     def checksum(self, key: str) -> tuple[str, int] | None:
         """Recompute (sha256, size) from the stored bytes; None if the key is missing."""
 
@@ -121,6 +125,9 @@ class LocalStore(Store):
     def read_bytes(self, key: str) -> bytes:
         return self._path(key).read_bytes()
 
+    def download(self, key: str, target: Path) -> None:
+        shutil.copyfile(self._path(key), target)
+
     def checksum(self, key: str) -> tuple[str, int] | None:
         path = self._path(key)
         if not path.is_file():
@@ -174,6 +181,9 @@ class S3Store(Store):
     def read_bytes(self, key: str) -> bytes:
         return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
 
+    def download(self, key: str, target: Path) -> None:
+        self.client.download_file(self.bucket, self._key(key), str(target))
+
     def checksum(self, key: str) -> tuple[str, int] | None:
         try:
             body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
@@ -182,7 +192,10 @@ class S3Store(Store):
         return sha256_stream(body)
 
     def list_keys(self, prefix: str) -> list[str]:
-        full = self._key(prefix)
+        # A trailing '/' keeps "requests/req-7" from matching "requests/req-70/…",
+        # so a prefix means a folder, as it does on a local disk.
+        folder = prefix.strip("/")
+        full = self._key(f"{folder}/") if folder else self._key("")
         keys: list[str] = []
         paginator = self.client.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
@@ -201,7 +214,8 @@ class S3Store(Store):
         return self.client.generate_presigned_url(
             "get_object",
             Params={"Bucket": self.bucket, "Key": self._key(key)},
-            ExpiresIn=max(1, int(expires_in_seconds)),
+            # SigV4 links live at most 7 days: longer retention gets a fresh link on request.
+            ExpiresIn=min(max(1, int(expires_in_seconds)), 7 * 24 * 3600),
         )
 
 

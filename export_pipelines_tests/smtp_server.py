@@ -16,6 +16,7 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
+from typing_extensions import Self
 
 HOST = "127.0.0.1"
 
@@ -105,7 +106,7 @@ class SmtpServer:
         assert self._controller is not None, "the server is not running"
         return self._controller.port
 
-    def __enter__(self) -> SmtpServer:
+    def __enter__(self) -> Self:
         options: dict[str, Any] = {
             # Strict like many relays: a message must not need SMTPUTF8 (aiosmtpd's
             # Controller would otherwise offer it and hide unencoded non-ASCII headers).

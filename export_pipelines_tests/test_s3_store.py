@@ -277,17 +277,7 @@ def test_delete_prefix_expires_a_request_folder_and_then_everything(s3_client, s
     assert raw_keys(s3_client, f"{store_prefix(s3_url)}/") == []
 
 
-LIST_KEYS_BOUNDARY = (
-    "S3Store.list_keys passes the folder to ListObjectsV2 as a bare string prefix, so "
-    "'requests/req-7' also matches 'requests/req-70/…' and delete_prefix (request expiry) "
-    "deletes another request's deliverable; LocalStore stops at the folder boundary."
-)
-
-
-@pytest.mark.parametrize(
-    "kind",
-    ["local", pytest.param("s3", marks=pytest.mark.xfail(strict=True, reason=LIST_KEYS_BOUNDARY))],
-)
+@pytest.mark.parametrize("kind", ["local", "s3"])
 def test_list_and_delete_prefix_stop_at_the_folder_boundary(kind, request, tmp_path):
     if kind == "s3":
         store: Store = S3Store(

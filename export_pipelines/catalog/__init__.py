@@ -5,6 +5,7 @@ from export_pipelines.catalog import (
     content_analytics,
     credit_usage_report,
     generated_content,
+    organization_bundle,
     project_detailed,
     projects_summary,
     scan_history,
@@ -25,6 +26,7 @@ SPECS: tuple[ExportSpec, ...] = (
     credit_usage_report.SPEC,
     audit_log_export.SPEC,
     user_data_export.SPEC,
+    organization_bundle.SPEC,
 )
 CATALOG: dict[str, ExportSpec] = {spec.key: spec for spec in SPECS}
 
@@ -41,3 +43,8 @@ def get_spec(export_type: str) -> ExportSpec:
 __all__ = [
     "Access", "Aggregate", "CATALOG", "ExportSpec", "Kind", "SPECS", "Window", "WindowKind", "get_spec",
 ]
+
+
+def bundled_specs() -> tuple[ExportSpec, ...]:
+    """What the organization bundle holds: every per-organization table export."""
+    return tuple(s for s in SPECS if s.kind is Kind.TABLE)

@@ -110,8 +110,12 @@ def iter_batches(
 @dataclass(frozen=True)
 class RenderedFile:
     path: Path
-    format: ExportFormat
+    format: ExportFormat | str  # a str for archives of several exports ("ZIP")
     rows: int
+
+    @property
+    def format_name(self) -> str:
+        return self.format.value if isinstance(self.format, ExportFormat) else self.format
 
 
 def render(

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import json
+import shutil
 import tempfile
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +31,8 @@ from export_pipelines.stages import (
     report_context,
     transform_partition,
 )
-from export_pipelines.render import ExportFormat, render
-from export_pipelines.store import Store
+from export_pipelines.render import ExportFormat, RenderedFile, render
+from export_pipelines.store import Store, sha256_file
 
 
 @dataclass(frozen=True)
@@ -84,20 +88,12 @@ def filtered(reader: pa.RecordBatchReader, request: ValidRequest) -> pa.RecordBa
     return pa.RecordBatchReader.from_batches(schema, batches())
 
 
-def build_deliverable(
-    request: ValidRequest,
-    db: SourceDatabase,
-    work: WorkArea,
-    store: Store,
-    run_id: str,
-    progress: Callable[[int], None] = lambda pct: None,
-) -> Deliverable:
+def render_range(
+    request: ValidRequest, db: SourceDatabase, work: WorkArea, folder: Path
+) -> tuple[RenderedFile, list[dt.date], list[dt.date]]:
+    """Render one table export over the request's days and filters into `folder`."""
     spec = request.spec
-    if spec.kind is Kind.USER_BUNDLE:
-        return _user_data_deliverable(request, db, work, store, run_id, progress)
     built, reused = ensure_days(request, db, work)
-    progress(50)
-
     sources = [
         work.folder(spec, "transform", ExportPartition(request.organization_id, d)) / "data.parquet"
         for d in request.days
@@ -121,36 +117,93 @@ def build_deliverable(
         [request.format],
         stem,
     )
+    reader = filtered(read_batches(sources, spec.schema), request)
+    path = folder / f"{stem}.{request.format.extension}"
+    return render(request.format, reader, path, request.options, context), built, reused
+
+
+def request_header(request: ValidRequest, rows: int, run_id: str) -> dict[str, Any]:
+    columns = list(request.columns) if request.columns else request.spec.column_names
+    header = manifest_header(
+        request.spec,
+        request.organization_id,
+        rows,
+        run_id,
+        date=None,
+        request_id=request.id,
+        extra={
+            "date_from": request.date_from.isoformat(),
+            "date_to": request.date_to.isoformat(),
+            "filters": {"project_ids": list(request.project_ids)}
+            if request.project_ids is not None
+            else {},
+        },
+    )
+    header["columns"] = [c for c in header["columns"] if c["name"] in columns]
+    return header
+
+
+def build_deliverable(
+    request: ValidRequest,
+    db: SourceDatabase,
+    work: WorkArea,
+    store: Store,
+    run_id: str,
+    progress: Callable[[int], None] = lambda pct: None,
+) -> Deliverable:
+    """Build, publish and describe the one file that answers `request`."""
+    if request.spec.kind is Kind.USER_BUNDLE:
+        return _user_data_deliverable(request, db, work, store, run_id, progress)
+    folder = request_folder(request.id)
     with tempfile.TemporaryDirectory(dir=work.root, prefix=".request-") as scratch:
-        reader = filtered(read_batches(sources, spec.schema), request)
-        rendered = render(
-            request.format,
-            reader,
-            Path(scratch) / f"{stem}.{request.format.extension}",
-            request.options,
-            context,
-        )
+        if request.spec.kind is Kind.ORGANIZATION_BUNDLE:
+            rendered, built, reused = _organization_bundle(request, db, work, Path(scratch), progress)
+        else:
+            rendered, built, reused = render_range(request, db, work, Path(scratch))
         progress(80)
-        columns = list(request.columns) if request.columns else spec.column_names
-        header = manifest_header(
-            spec,
-            request.organization_id,
-            rendered.rows,
-            run_id,
-            date=None,
-            request_id=request.id,
-            extra={
-                "date_from": request.date_from.isoformat(),
-                "date_to": request.date_to.isoformat(),
-                "filters": {"project_ids": list(request.project_ids)}
-                if request.project_ids is not None
-                else {},
-            },
-        )
-        header["columns"] = [c for c in header["columns"] if c["name"] in columns]
-        folder = request_folder(request.id)
+        header = request_header(request, rendered.rows, run_id)
         manifest, published = publish_folder(store, folder, [rendered], header)
     return Deliverable(request.id, folder, published[0], manifest, built, reused)
+
+
+def _organization_bundle(
+    request: ValidRequest,
+    db: SourceDatabase,
+    work: WorkArea,
+    scratch: Path,
+    progress: Callable[[int], None],
+) -> tuple[RenderedFile, list[dt.date], list[dt.date]]:
+    """Every table export over the request's range, in the requested format, in one zip."""
+    from export_pipelines.bundle import BUNDLE_FORMAT, zip_entry
+    from export_pipelines.catalog import bundled_specs
+
+    specs = bundled_specs()
+    parts, built, reused = [], set(), set()
+    for i, spec in enumerate(specs):
+        part_request = dataclasses.replace(request, spec=spec, project_ids=None, columns=None)
+        rendered, part_built, part_reused = render_range(part_request, db, work, scratch)
+        built.update(part_built)
+        reused.update(part_reused)
+        parts.append((spec.key, rendered))
+        progress(10 + int(60 * (i + 1) / len(specs)))
+    manifest = {
+        "organization_id": request.organization_id,
+        "date_from": request.date_from.isoformat(),
+        "date_to": request.date_to.isoformat(),
+        "parts": [
+            {"export_type": key, "name": f.path.name, "rows": f.rows,
+             "bytes": f.path.stat().st_size, "sha256": sha256_file(f.path)}
+            for key, f in parts
+        ],
+    }
+    path = scratch / f"organization_bundle_{path_segment(request.organization_id)}_{request.date_from}_{request.date_to}.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(zip_entry("manifest.json"), json.dumps(manifest, indent=2, ensure_ascii=False))
+        for key, rendered in parts:
+            with open(rendered.path, "rb") as source, archive.open(zip_entry(f"{key}/{rendered.path.name}"), "w") as target:
+                shutil.copyfileobj(source, target, 1 << 20)
+    rows = sum(f.rows for _, f in parts)
+    return RenderedFile(path, BUNDLE_FORMAT, rows), sorted(built), sorted(reused)
 
 
 def _user_data_deliverable(
