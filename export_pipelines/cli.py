@@ -118,6 +118,33 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _backfill(args: argparse.Namespace) -> int:
+    import time
+
+    import dagster as dg
+
+    from export_pipelines.backfill import backfill
+    from export_pipelines.catalog import get_spec
+    from export_pipelines.resources import default_resources
+
+    specs = [get_spec(t) for t in args.type]
+    started = time.monotonic()
+    runs = backfill(
+        dg.DagsterInstance.get(),
+        specs,
+        args.org,
+        dt.date.fromisoformat(args.date_from),
+        dt.date.fromisoformat(args.date_to),
+        default_resources(),
+        args.days_per_run,
+    )
+    for run in runs:
+        state = "ok" if run.success else "FAILED"
+        print(f"{run.first} … {run.last}  run {run.run_id}  {state}")
+    print(f"{len(runs)} run(s) in {time.monotonic() - started:.1f} s")
+    return 0 if all(r.success for r in runs) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="export-pipelines", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -152,6 +179,16 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="show an export request")
     status.add_argument("request_id")
     status.set_defaults(handler=_status)
+
+    fill = commands.add_parser(
+        "backfill", help="materialize export types for one organization over a range of days"
+    )
+    fill.add_argument("--type", action="append", required=True, help="export type (repeatable)")
+    fill.add_argument("--org", required=True, help="organization id")
+    fill.add_argument("--from", dest="date_from", required=True, help="first day, YYYY-MM-DD")
+    fill.add_argument("--to", dest="date_to", required=True, help="last day, YYYY-MM-DD")
+    fill.add_argument("--days-per-run", type=int, default=31, help="partitions per run (31)")
+    fill.set_defaults(handler=_backfill)
 
     sync = commands.add_parser(
         "sync-orgs", help="add the source's organizations as partitions in $DAGSTER_HOME"
