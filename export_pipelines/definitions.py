@@ -12,6 +12,7 @@ from export_pipelines.on_demand import (
     serve_export_request_job,
 )
 from export_pipelines.partitions import export_partitions, organizations_sensor
+from export_pipelines.recurring import deliver_report_job, report_failure_sensor, report_schedules
 from export_pipelines.resources import default_resources
 from export_pipelines.statistics import export_statistics
 
@@ -28,8 +29,13 @@ all_exports_job = dg.define_asset_job(
 
 defs = dg.Definitions(
     assets=[*export_assets, export_statistics],
-    jobs=[all_exports_job, serve_export_request_job, expire_exports_job],
-    schedules=[expire_exports_schedule],
-    sensors=[organizations_sensor, export_requests_sensor, export_request_failure_sensor],
+    jobs=[all_exports_job, serve_export_request_job, expire_exports_job, deliver_report_job],
+    schedules=[expire_exports_schedule, *report_schedules],
+    sensors=[
+        organizations_sensor,
+        export_requests_sensor,
+        export_request_failure_sensor,
+        report_failure_sensor,
+    ],
     resources=default_resources(),
 )

@@ -52,6 +52,9 @@ class Store(ABC):
     def read_bytes(self, key: str) -> bytes: ...
 
     @abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abstractmethod
     def download(self, key: str, target: Path) -> None:
         """Copy `key` to a local file."""
 
@@ -125,6 +128,9 @@ class LocalStore(Store):
     def read_bytes(self, key: str) -> bytes:
         return self._path(key).read_bytes()
 
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
     def download(self, key: str, target: Path) -> None:
         shutil.copyfile(self._path(key), target)
 
@@ -180,6 +186,17 @@ class S3Store(Store):
 
     def read_bytes(self, key: str) -> bytes:
         return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
 
     def download(self, key: str, target: Path) -> None:
         self.client.download_file(self.bucket, self._key(key), str(target))

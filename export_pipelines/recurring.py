@@ -1,0 +1,252 @@
+"""Recurring reports (CONTRACT §7): subscriptions served on their cadence, by email.
+
+Three UTC schedules — daily, weekly (Mondays) and monthly (the 1st) — each launch one run
+per due subscription and period, keyed `<subscription>:<first day>:<last day>`, so a
+replayed tick or a retried launch never delivers twice. The run builds one file over the
+period from the organization's daily partitions, publishes it under
+`reports/<subscription>/<period>/` with a manifest, emails it (attached, or linked when
+large), and only then sets `last_run_at`. A run that finally fails tells the owner.
+"""
+
+import datetime as dt
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import dagster as dg
+
+from export_pipelines import settings
+from export_pipelines.catalog import get_spec
+from export_pipelines.catalog.spec import Window
+from export_pipelines.delivery.email import compose_failure_email, compose_report_email, send_report
+from export_pipelines.manifest import publish_folder
+from export_pipelines.render import ExportFormat, RenderOptions
+from export_pipelines.requests.ledger import utc_now
+from export_pipelines.requests.serve import render_range, request_header
+from export_pipelines.requests.validation import ValidRequest, parse_filters
+from export_pipelines.resources import SourceResource, StoreResource, WorkAreaResource
+from export_pipelines.stages import path_segment
+
+SUBSCRIPTION_TAG = "export/subscription"
+PERIOD_TAG = "export/period"
+CADENCES = ("daily", "weekly", "monthly")
+
+
+def due_period(cadence: str, today: dt.date) -> tuple[dt.date, dt.date] | None:
+    """The period a subscription of `cadence` delivers on `today`, or None if not due."""
+    if cadence == "daily":
+        yesterday = today - dt.timedelta(days=1)
+        return yesterday, yesterday
+    if cadence == "weekly":
+        if today.weekday() != 0:
+            return None
+        return today - dt.timedelta(days=7), today - dt.timedelta(days=1)
+    if cadence == "monthly":
+        if today.day != 1:
+            return None
+        last = today - dt.timedelta(days=1)
+        return last.replace(day=1), last
+    raise ValueError(f"unknown cadence {cadence!r}; expected daily, weekly or monthly")
+
+
+def max_attachment_bytes() -> int:
+    return int(os.environ.get("EXPORT_MAX_ATTACHMENT_BYTES", str(10 * 1024 * 1024)))
+
+
+def active_subscriptions(db, cadence: str) -> list[dict]:
+    return db.fetch_rows(
+        "SELECT * FROM report_subscriptions WHERE active = :yes AND cadence = :cadence ORDER BY id",
+        {"yes": True, "cadence": cadence},
+    )
+
+
+def run_requests_for(db, cadence: str, today: dt.date) -> list[dg.RunRequest]:
+    period = due_period(cadence, today)
+    if period is None:
+        return []
+    first, last = period
+    return [
+        dg.RunRequest(
+            run_key=f"{sub['id']}:{first}:{last}",
+            run_config={
+                "ops": {
+                    "deliver_report": {
+                        "config": {
+                            "subscription_id": sub["id"],
+                            "date_from": first.isoformat(),
+                            "date_to": last.isoformat(),
+                        }
+                    }
+                }
+            },
+            tags={
+                SUBSCRIPTION_TAG: sub["id"],
+                PERIOD_TAG: f"{first}..{last}",
+                "export/org": sub["organization_id"],
+                "export/type": str(sub["export_type"]).lower(),
+            },
+        )
+        for sub in active_subscriptions(db, cadence)
+    ]
+
+
+class DeliverReportConfig(dg.Config):
+    subscription_id: str
+    date_from: str
+    date_to: str
+
+
+def report_request(sub: dict, first: dt.date, last: dt.date) -> ValidRequest:
+    """A subscription's period, in the shape the request path already knows how to build."""
+    spec = get_spec(sub["export_type"])
+    filters = parse_filters(sub.get("filters"), spec, today=last)
+    return ValidRequest(
+        id=f"{sub['id']}-{first}-{last}",
+        organization_id=sub["organization_id"],
+        user_id=sub["user_id"],
+        spec=spec,
+        format=ExportFormat.parse(sub["export_format"]),
+        date_from=first,
+        date_to=last,
+        project_ids=filters["project_ids"],
+        columns=None,
+        options=RenderOptions(),
+    )
+
+
+def report_folder(subscription_id: str, first: dt.date, last: dt.date) -> str:
+    return f"reports/{path_segment(subscription_id)}/{first}_{last}"
+
+
+@dg.op(
+    retry_policy=dg.RetryPolicy(max_retries=2, delay=5),
+    description="Build, publish and email one subscription's report for one period.",
+)
+def deliver_report(
+    context: dg.OpExecutionContext,
+    config: DeliverReportConfig,
+    source: SourceResource,
+    store: StoreResource,
+    work: WorkAreaResource,
+):
+    db = source.database()
+    rows = db.fetch_rows("SELECT * FROM report_subscriptions WHERE id = :id", {"id": config.subscription_id})
+    if not rows:
+        raise dg.Failure(f"subscription {config.subscription_id} does not exist", allow_retries=False)
+    sub = rows[0]
+    first, last = dt.date.fromisoformat(config.date_from), dt.date.fromisoformat(config.date_to)
+    request = report_request(sub, first, last)
+    target = store.store()
+    folder = report_folder(sub["id"], first, last)
+    receipt = f"{folder}/delivery.json"
+    if target.exists(receipt):
+        # A replayed tick or a manual re-run: this period was delivered already.
+        context.log.info(f"{sub['id']} {first}..{last} was already delivered; nothing sent")
+        return
+    with tempfile.TemporaryDirectory(dir=work.work_area().root, prefix=".report-") as scratch:
+        rendered, _, _ = render_range(request, db, work.work_area(), Path(scratch))
+        header = request_header(request, rendered.rows, context.run_id)
+        header.update(request_id=None, subscription_id=sub["id"])
+        _, published = publish_folder(target, folder, [rendered], header)
+        file = published[0]
+        context.log.info(f"published {file.location} ({file.rows:,} rows, {file.bytes:,} bytes)")
+
+        smtp = settings.smtp_settings()
+        if smtp is None:
+            context.log.warning(
+                "email delivery skipped: EXPORT_SMTP_HOST is not set; the report is published "
+                f"at {file.location}"
+            )
+        else:
+            organization = db.scalar(
+                "SELECT name FROM organizations WHERE id = :id", {"id": sub["organization_id"]}
+            )
+            link = target.download_url(
+                f"{folder}/{file.name}", settings.retention_days() * 24 * 3600
+            )
+            message = compose_report_email(
+                smtp,
+                json.loads(sub["email_recipients"]),
+                request.spec.title,
+                organization or sub["organization_id"],
+                Window.for_days(first, last).label,
+                file.rows,
+                rendered.path,
+                link,
+                max_attachment_bytes(),
+            )
+            send_report(smtp, message)
+            context.log.info(f"emailed to {', '.join(json.loads(sub['email_recipients']))}")
+        target.put_bytes(
+            json.dumps(
+                {"subscription_id": sub["id"], "period": [str(first), str(last)],
+                 "file": file.name, "sha256": file.sha256, "emailed": smtp is not None,
+                 "delivered_at": utc_now().isoformat(), "run_id": context.run_id}
+            ).encode(),
+            receipt,
+        )
+    db.execute(
+        "UPDATE report_subscriptions SET last_run_at = :now WHERE id = :id",
+        {"now": utc_now(), "id": sub["id"]},
+    )
+
+
+@dg.job(description="Deliver one recurring report (launched by the report schedules).")
+def deliver_report_job():
+    deliver_report()
+
+
+def _schedule(cadence: str, cron: str) -> dg.ScheduleDefinition:
+    @dg.schedule(
+        name=f"{cadence}_reports",
+        job=deliver_report_job,
+        cron_schedule=cron,
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description=f"Deliver every active {cadence} report subscription.",
+    )
+    def serve(context: dg.ScheduleEvaluationContext, source: SourceResource):
+        today = context.scheduled_execution_time.astimezone(dt.timezone.utc).date()
+        requests = run_requests_for(source.database(), cadence, today)
+        return requests or dg.SkipReason(f"no active {cadence} subscriptions due on {today}")
+
+    return serve
+
+
+report_schedules = [
+    _schedule("daily", "0 6 * * *"),
+    _schedule("weekly", "0 6 * * 1"),
+    _schedule("monthly", "0 6 1 * *"),
+]
+
+
+@dg.run_failure_sensor(
+    monitored_jobs=[deliver_report_job],
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Tells a subscription's owner by email when a delivery failed for good.",
+)
+def report_failure_sensor(context: dg.RunFailureSensorContext, source: SourceResource):
+    from export_pipelines.on_demand import failure_message
+
+    subscription_id = context.dagster_run.tags.get(SUBSCRIPTION_TAG)
+    smtp = settings.smtp_settings()
+    if not subscription_id or smtp is None:
+        return
+    db = source.database()
+    owner = db.fetch_rows(
+        "SELECT u.email, s.export_type FROM report_subscriptions s JOIN users u ON u.id = s.user_id "
+        "WHERE s.id = :id",
+        {"id": subscription_id},
+    )
+    if not owner:
+        return
+    period = context.dagster_run.tags.get(PERIOD_TAG, "")
+    spec_title = get_spec(owner[0]["export_type"]).title
+    send_report(
+        smtp,
+        compose_failure_email(
+            smtp, owner[0]["email"], subscription_id, spec_title, period.replace("..", " to "),
+            failure_message(context),
+        ),
+    )
