@@ -50,7 +50,7 @@ def serve_export_request(
     if row is None:
         raise dg.Failure(f"export request {config.request_id} does not exist")
     try:
-        request = validate(row, db, utc_now())
+        request = validate(row, db, utc_now(), estimate=False)
     except RequestRejected as rejected:
         # Not worth retrying: the row itself is wrong (it changed since the sensor saw it).
         ledger.fail(config.request_id, str(rejected), context.retry_number)
@@ -66,7 +66,6 @@ def serve_export_request(
         context.run_id,
         progress=lambda pct: ledger.progress(request.id, pct),
     )
-    _record_days(context, request, deliverable.built_days)
 
     completed = utc_now()
     expires = completed + dt.timedelta(days=settings.retention_days())
@@ -86,27 +85,6 @@ def serve_export_request(
         f"at {deliverable.file.location} ({len(deliverable.built_days)} day(s) built, "
         f"{len(deliverable.reused_days)} reused)"
     )
-
-
-def _record_days(context: dg.OpExecutionContext, request: ValidRequest, days) -> None:
-    """Show the daily partitions this request built as materializations in the UI."""
-    from export_pipelines.partitions import organizations, usable_as_partition
-    from export_pipelines.stages import ExportPartition
-
-    if not days or not usable_as_partition(request.organization_id):
-        return
-    if not context.instance.has_dynamic_partition(organizations.name, request.organization_id):
-        context.instance.add_dynamic_partitions(organizations.name, [request.organization_id])
-    for day in days:
-        partition = ExportPartition(request.organization_id, day)
-        for stage in ("extract", "transform"):
-            context.log_event(
-                dg.AssetMaterialization(
-                    asset_key=[request.spec.key, stage],
-                    partition=partition.key,
-                    metadata={"built_for_request": request.id},
-                )
-            )
 
 
 @dg.job(

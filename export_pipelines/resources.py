@@ -40,7 +40,6 @@ class WorkAreaResource(dg.ConfigurableResource):
     path: str
 
     def work_area(self) -> WorkArea:
-        Path(self.path).mkdir(parents=True, exist_ok=True)
         return WorkArea(Path(self.path))
 
 

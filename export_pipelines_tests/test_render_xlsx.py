@@ -162,6 +162,23 @@ def test_non_finite_floats_are_empty_cells(tmp_path):
     assert [sheet.cell(row=r, column=1).value for r in (2, 3, 4)] == [1.25, None, None]
 
 
+def test_dates_before_1900_march_are_text(tmp_path):
+    # Excel's serial dates are off by one before 1900-03-01 (its 1900 leap-year bug)
+    table = pa.table(
+        {
+            "t": pa.array(
+                [dt.datetime(1899, 6, 1, 12, tzinfo=dt.timezone.utc), dt.datetime(1900, 3, 1)],
+                pa.timestamp("us", tz="UTC"),
+            ),
+            "d": pa.array([dt.date(1900, 2, 28), dt.date(1900, 3, 1)], pa.date32()),
+        }
+    )
+    path, _ = render_file(ExportFormat.EXCEL, table, tmp_path / "o.xlsx")
+    rows = _data(_book(path)["Data"])
+    assert rows[0] == ("1899-06-01T12:00:00.000000Z", "1900-02-28")
+    assert rows[1] == (dt.datetime(1900, 3, 1), dt.datetime(1900, 3, 1))
+
+
 def test_document_properties_use_as_of(tmp_path):
     ctx = context(as_of="2026-03-31T23:59:59Z", title="Orders")
     path, _ = render_file(ExportFormat.EXCEL, sample_table(), tmp_path / "o.xlsx", ctx=ctx)

@@ -11,14 +11,16 @@ The array form is one row object per line between ``[`` and ``]``, so line tools
 work on it; empty input gives ``[]``.
 
 Speed: the stream, re-cut to `csv.CHUNK_ROWS`-row batches, goes to polars (Rust) with
-`pl.from_arrow` (zero-copy) and is written by its NDJSON writer; the array form replaces the line breaks between objects with
+`pl.from_arrow` (zero-copy) and is written by its NDJSON writer in a second thread; the array form replaces the line breaks between objects with
 ``,\\n`` (a raw line break cannot occur inside a JSON value, so this is exact).
 """
 
 from __future__ import annotations
 
 import io
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
 # The same text as `csv.iso_timestamps` (tested to be identical), done in polars because
 # there it runs in parallel over the columns of the frame.
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S%.6fZ"
+_IN_FLIGHT = 2
 
 
 def unique_names(names: Sequence[str]) -> list[str]:
@@ -73,15 +76,37 @@ def frames(reader: pa.RecordBatchReader) -> Iterator[pl.DataFrame]:
         yield _frame(batch, names)
 
 
+def _ndjson(frame: pl.DataFrame) -> tuple[bytes, int]:
+    buffer = io.BytesIO()
+    frame.write_ndjson(buffer)
+    return buffer.getvalue(), frame.height
+
+
+def ndjson_chunks(reader: pa.RecordBatchReader) -> Iterator[tuple[bytes, int]]:
+    """(NDJSON text, rows) per frame, in order, serialised in a second thread.
+
+    polars releases the GIL while it writes, so one frame is serialised while the next is
+    converted. At most `_IN_FLIGHT` frames wait at once, which bounds memory.
+    """
+    with ThreadPoolExecutor(1) as pool:
+        pending: deque[Future[tuple[bytes, int]]] = deque()
+        for frame in frames(reader):
+            pending.append(pool.submit(_ndjson, frame))
+            if len(pending) > _IN_FLIGHT:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
 def write_jsonl(
     reader: pa.RecordBatchReader, path: Path, options: RenderOptions, context: ReportContext
 ) -> int:
     """Write one JSON object per line; return the number of rows."""
     rows = 0
     with open(path, "wb") as out:
-        for frame in frames(reader):
-            frame.write_ndjson(out)
-            rows += frame.height
+        for text, count in ndjson_chunks(reader):
+            out.write(text)
+            rows += count
     return rows
 
 
@@ -92,11 +117,12 @@ def write_json(
     rows = 0
     with open(path, "wb") as out:
         out.write(b"[")
-        for frame in frames(reader):
-            buffer = io.BytesIO()
-            frame.write_ndjson(buffer)
+        for text, count in ndjson_chunks(reader):
+            # Every line break ends an object: each becomes ",\n", and the chunk's last
+            # one (also ",\n") is left off, to be written before the next chunk.
+            joined = text.replace(b"\n", b",\n")
             out.write(b",\n" if rows else b"\n")
-            out.write(buffer.getbuffer()[:-1].tobytes().replace(b"\n", b",\n"))
-            rows += frame.height
+            out.write(memoryview(joined)[:-2])
+            rows += count
         out.write(b"\n]\n" if rows else b"]\n")
     return rows

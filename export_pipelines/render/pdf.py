@@ -191,7 +191,6 @@ def wrap(text: str, face: _Face, width: float, max_lines: int) -> list[str]:
     """Greedy word wrap (hard breaks inside over-long words), cut to `max_lines` with ``…``."""
     lines: list[str] = []
     space = face.char_width(" ")
-    over = False
     for paragraph in text.split("\n"):
         line, line_width = "", 0.0
         for word in paragraph.split(" "):
@@ -212,9 +211,7 @@ def wrap(text: str, face: _Face, width: float, max_lines: int) -> list[str]:
         if len(lines) > max_lines:
             break
     if len(lines) > max_lines:
-        over = True
         lines = lines[:max_lines]
-    if over or (lines and lines[-1].endswith("…") and face.width(lines[-1]) > width):
         lines[-1] = ellipsize(lines[-1], face, width)
     return lines
 
@@ -435,6 +432,8 @@ class _Table:
         self.max_advance = max(self.face.char_width(ch) for ch in "WMmw@%—")
 
     def add(self, batch: pa.RecordBatch) -> None:
+        if not self.schema:  # nothing to tabulate; the cover still reports the row count
+            return
         if self.columns is None:
             self._setup(batch.slice(0, SAMPLE_ROWS))
             self._start_table()
@@ -534,7 +533,7 @@ class _Table:
 
     def _end_page(self) -> None:
         """Emit the page's fills, text and the rules around the table."""
-        if self.columns is None:
+        if not self.columns:
             return
         c, pages = self.pages.canvas, self.pages
         r, g, b = TEXT_COLOR.red, TEXT_COLOR.green, TEXT_COLOR.blue
@@ -551,7 +550,7 @@ class _Table:
 
     def finish(self, closing: str) -> None:
         """End the table (header only when there were no rows) and add the closing line."""
-        if self.columns is None:
+        if self.columns is None and self.schema:
             self._setup(None)
             self._start_table()
         self._end_page()

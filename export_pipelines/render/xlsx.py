@@ -48,6 +48,7 @@ from export_pipelines.render.csv import (
 )
 
 MAX_CELL_CHARS = 32_767  # Excel's limit, counted in UTF-16 code units
+MAX_COLUMNS = 16_384
 TRUNCATION_MARKER = "… [truncated]"
 MAX_COLUMN_WIDTH = 60
 ZIP_DATE_TIME = (1980, 1, 1, 0, 0, 0)
@@ -425,6 +426,8 @@ def write_xlsx(
     if options.excel_rows_per_sheet < 1 or options.excel_rows_per_sheet > 1_048_575:
         raise ValueError("excel_rows_per_sheet must be between 1 and 1,048,575")
     names = list(reader.schema.names)
+    if len(names) > MAX_COLUMNS:
+        raise ValueError(f"Excel sheets hold at most {MAX_COLUMNS:,} columns, not {len(names):,}")
     letters = [column_letter(i) for i in range(len(names))]
     header = header_row(names)
     sheet_rows: list[int] = []  # last row number of each finished sheet
