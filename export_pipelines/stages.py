@@ -303,6 +303,7 @@ class Totals:
     _mins: dict[str, Any] = field(default_factory=dict)
     _maxs: dict[str, Any] = field(default_factory=dict)
     _distinct: dict[str, set] = field(default_factory=dict)
+    _breakdowns: dict[str, dict] = field(default_factory=dict)
 
     def add(self, batch: pa.RecordBatch) -> None:
         self.rows += batch.num_rows
@@ -320,6 +321,16 @@ class Totals:
                 self._distinct.setdefault(agg.column, set()).update(
                     pc.unique(column.drop_null()).to_pylist()
                 )
+            elif agg.function == "sum_by":
+                grouped = (
+                    pa.table({"k": batch.column(agg.by), "v": column})
+                    .group_by("k")
+                    .aggregate([("v", "sum")])
+                )
+                breakdown = self._breakdowns.setdefault(agg.label, {})
+                for key, value in zip(grouped["k"].to_pylist(), grouped["v_sum"].to_pylist()):
+                    key = "(none)" if key is None else key
+                    breakdown[key] = breakdown.get(key, 0) + (value or 0)
             elif agg.function in ("min", "max"):
                 found = pc.min_max(column).as_py()
                 for store, value, pick in (
@@ -346,6 +357,9 @@ class Totals:
                 out[agg.label] = self._mins.get(agg.column)
             elif agg.function == "max":
                 out[agg.label] = self._maxs.get(agg.column)
+            elif agg.function == "sum_by":
+                breakdown = self._breakdowns.get(agg.label, {})
+                out[agg.label] = dict(sorted(breakdown.items(), key=lambda kv: (-kv[1], kv[0])))
         return {k: _plain(v) for k, v in out.items()}
 
 
@@ -406,7 +420,9 @@ def transform_partition(
             # Already in the spec's exact types (the extract conforms while reading): check
             # it, reading only the columns the checks need, then share the bytes instead of
             # rewriting them.
-            needed = list(dict.fromkeys(["organization_id", *(a.column for a in spec.totals)]))
+            needed = list(dict.fromkeys(
+                ["organization_id", *(a.column for a in spec.totals), *(a.by for a in spec.totals if a.by)]
+            ))
             for batch in parquet.iter_batches(batch_size=_BATCH_ROWS, columns=needed):
                 checked["foreign"] += _foreign_rows(batch, partition.organization_id)
                 totals.add(batch)
@@ -441,6 +457,18 @@ def transform_partition(
 # -- render ------------------------------------------------------------------------------
 
 
+def _display(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, dict):  # a breakdown: the largest ten
+        shown = [f"{k}: {_display(v)}" for k, v in list(value.items())[:10]]
+        more = len(value) - len(shown)
+        return "; ".join(shown) + (f"; … {more} more" if more > 0 else "") if shown else "—"
+    if isinstance(value, (int, float)):
+        return f"{value:,}"
+    return str(value)
+
+
 def report_context(
     spec: ExportSpec,
     organization_id: str,
@@ -454,10 +482,7 @@ def report_context(
         (f for f in (ExportFormat.CSV, ExportFormat.PARQUET, ExportFormat.JSONL) if f in formats),
         ExportFormat.CSV,
     )
-    summary = [("Rows", f"{rows:,}")] + [
-        (label, "—" if value is None else f"{value:,}" if isinstance(value, (int, float)) else str(value))
-        for label, value in totals.items()
-    ]
+    summary = [("Rows", f"{rows:,}")] + [(label, _display(value)) for label, value in totals.items()]
     return ReportContext(
         export_type=spec.key,
         title=spec.title,

@@ -361,3 +361,25 @@ def test_ids_never_become_paths(tmp_path):
     assert path_segment("0b6f2c1e-9d4a-4c55-8e1f-2a3b4c5d6e7f") == "0b6f2c1e-9d4a-4c55-8e1f-2a3b4c5d6e7f"
     with pytest.raises(ValueError):
         LocalStore(tmp_path).put_bytes(b"x", "../outside.txt")
+
+
+def test_credit_report_totals_and_per_user_breakdown_match_the_ledger(sqlite_source, tmp_path):
+    from export_pipelines.catalog import CATALOG
+    from export_pipelines.stages import transform_partition
+
+    spec = CATALOG["credit_usage_report"]
+    org = organization_ids(sqlite_source)[0]
+    partition = ExportPartition(org, DEMO_DAY)
+    work = WorkArea(tmp_path)
+    extract_partition(spec, sqlite_source, work, partition)
+    totals = transform_partition(spec, work, partition).totals
+    window = {"org": org, "start": partition.window.start, "end": partition.window.end}
+    where = "WHERE organization_id = :org AND created_at >= :start AND created_at < :end"
+    spent = sqlite_source.fetch_rows(
+        f"SELECT coalesce(user_id, '(none)') AS u, sum(-amount) AS s FROM credit_ledger {where} "
+        "AND amount < 0 GROUP BY u", window,
+    )
+    assert {r["u"]: r["s"] for r in spent} == {k: v for k, v in totals["Credits spent by user"].items() if v}
+    net = sqlite_source.scalar(f"SELECT coalesce(sum(amount), 0) FROM credit_ledger {where}", window)
+    assert totals["Net change"] == net
+    assert totals["Credits added"] - totals["Credits spent"] == net

@@ -44,6 +44,8 @@ SPEC = ExportSpec(
         Aggregate("Credits added", "credit_amount", "sum"),
         Aggregate("Credits spent", "debit_amount", "sum"),
         Aggregate("Net change", "amount", "sum"),
+        Aggregate("Credits spent by user", "debit_amount", "sum_by", by="user_id"),
+        Aggregate("Credits added by user", "credit_amount", "sum_by", by="user_id"),
     ),
     chart=("created_at", "balance_after", "line"),
 )

@@ -44,7 +44,8 @@ class Aggregate:
 
     label: str
     column: str
-    function: str  # sum | mean | min | max | count_distinct
+    function: str  # sum | mean | min | max | count | count_distinct | sum_by
+    by: str | None = None  # sum_by: the column to break the sum down by (e.g. user_id)
 
 
 @dataclass(frozen=True)
