@@ -122,12 +122,12 @@ def _seed(fmt: str, source: Path, out: Path) -> int:
 
 
 def _stream(source: Path):
-    """The input as a stream of batches, read lean (no pre-buffering, one thread)."""
+    """The input as a stream of batches (no pre-buffering: ~60 MB less, no slower)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     parquet = pq.ParquetFile(source, pre_buffer=False, buffer_size=1 << 20)
-    batches = parquet.iter_batches(batch_size=BATCH_ROWS, use_threads=False)
+    batches = parquet.iter_batches(batch_size=BATCH_ROWS)
     return pa.RecordBatchReader.from_batches(parquet.schema_arrow, batches)
 
 
@@ -213,12 +213,34 @@ def _primitive(fmt: str, source: Path, out: Path) -> int:
     return table.num_rows
 
 
+_RENDERERS = [
+    f"export_pipelines.render.{m}"
+    for m in ("compress", "csv", "json", "parquet", "pdf", "xlsx", "xml")
+]
+
+
+def _imports(kind: str, fmt: str) -> list[str]:
+    """Modules a variant needs, loaded before its clock starts (as in a long-lived worker)."""
+    if kind in ("ours", "floor"):
+        return _RENDERERS + (["polars"] if fmt in ("JSON", "JSONL") else [])
+    if kind == "seed":
+        return {"EXCEL": ["pandas", "openpyxl"], "PDF": ["reportlab.platypus"]}.get(fmt, [])
+    if kind == "primitive":
+        return {
+            "CSV": ["pyarrow.csv"],
+            "JSON": ["polars"],
+            "JSONL": ["polars"],
+            "EXCEL": ["polars", "rustpy_xlsxwriter"],
+        }.get(fmt, [])
+    return ["xlsxwriter"] if kind == "xlsxwriter" else []
+
+
 def child(kind: str, fmt: str, source: Path, out: Path) -> None:
     """Run one measurement and print it as JSON (imports happen before the clock starts)."""
-    import pyarrow.parquet  # noqa: F401
+    import importlib
 
-    import export_pipelines.render  # noqa: F401
-
+    for module in ["pyarrow.parquet", "export_pipelines.render", *_imports(kind, fmt)]:
+        importlib.import_module(module)
     run = {
         "seed": _seed,
         "ours": _ours,

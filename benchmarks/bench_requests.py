@@ -31,10 +31,16 @@ sys.path.insert(0, str(ROOT))
 
 def machine() -> str:
     cpu = next(
-        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+        (
+            line.split(":", 1)[1].strip()
+            for line in open("/proc/cpuinfo")
+            if line.startswith("model name")
+        ),
         platform.processor(),
     )
-    memory = int(next(line.split()[1] for line in open("/proc/meminfo") if line.startswith("MemTotal")))
+    memory = int(
+        next(line.split()[1] for line in open("/proc/meminfo") if line.startswith("MemTotal"))
+    )
     return f"{cpu}, {os.cpu_count()} cores, {memory / 1024 / 1024:.0f} GiB RAM, Python {platform.python_version()}"
 
 
@@ -60,8 +66,12 @@ def latency_under_dagster_dev(runs: int) -> list[float]:
     }
     log = open(base / "dev.log", "w")
     process = subprocess.Popen(
-        ["make", "--no-print-directory", "dev"], cwd=ROOT, env=env, stdout=log,
-        stderr=subprocess.STDOUT, start_new_session=True,
+        ["make", "--no-print-directory", "dev"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 240
@@ -79,7 +89,10 @@ def latency_under_dagster_dev(runs: int) -> list[float]:
         for _ in range(runs):
             started = time.monotonic()
             request_id = ledger.insert(
-                user["organization_id"], user["id"], "scan_results", "CSV",
+                user["organization_id"],
+                user["id"],
+                "scan_results",
+                "CSV",
                 filters={"date_from": str(yesterday), "date_to": str(yesterday)},
             )
             while time.monotonic() - started < 300:
@@ -105,22 +118,24 @@ def latency_under_dagster_dev(runs: int) -> list[float]:
 def year_request(events_per_day: int) -> dict[str, float]:
     """A 365-day request served by the job vs the same rows as one range export."""
     import dagster as dg
+    from dagster_aws.s3 import S3Resource
 
     from export_pipelines.catalog import CATALOG
+    from export_pipelines.catalog.spec import Window
     from export_pipelines.on_demand import serve_export_request_job
     from export_pipelines.render import ExportFormat, RenderOptions, render
     from export_pipelines.requests.ledger import RequestLedger
     from export_pipelines.resources import SourceResource, StoreResource, WorkAreaResource
     from export_pipelines.source import demo_data
     from export_pipelines.source.database import SourceDatabase
-    from export_pipelines.catalog.spec import Window
     from export_pipelines.stages import query_parameters
-    from dagster_aws.s3 import S3Resource
 
     base = Path(tempfile.mkdtemp(prefix="bench-year-"))
     end = dt.date(2026, 1, 1)
     db = SourceDatabase(f"sqlite:///{base / 'source.db'}")
-    db.ensure_embedded(demo_data.DemoParams(organizations=1, days=366, events_per_day=events_per_day, end_date=end))
+    db.ensure_embedded(
+        demo_data.DemoParams(organizations=1, days=366, events_per_day=events_per_day, end_date=end)
+    )
     org = db.scalar("SELECT id FROM organizations")
     user = db.scalar("SELECT id FROM users WHERE organization_id = :org ORDER BY id", {"org": org})
     first, last = end - dt.timedelta(days=365), end - dt.timedelta(days=1)
@@ -136,7 +151,10 @@ def year_request(events_per_day: int) -> dict[str, float]:
 
     def serve(work: Path) -> tuple[float, int]:
         request_id = RequestLedger(db).insert(
-            org, user, "scan_results", "CSV",
+            org,
+            user,
+            "scan_results",
+            "CSV",
             filters={"date_from": str(first), "date_to": str(last)},
             created_at=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
         )

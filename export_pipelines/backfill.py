@@ -13,7 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import dagster as dg
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+)
 
 from export_pipelines.catalog.spec import ExportSpec
 from export_pipelines.factory import all_export_assets
@@ -75,4 +78,3 @@ def backfill(
         if not result.success:
             break
     return runs
-

@@ -24,7 +24,9 @@ BUNDLE_FORMAT = "ZIP"  # the manifest's format name for an archive of other expo
 _FIXED_TIME = (1980, 1, 1, 0, 0, 0)  # zip entry times: same parts, same bytes
 
 
-def collect_parts(store: Store, partition: ExportPartition, specs: Sequence[ExportSpec]) -> list[dict[str, Any]]:
+def collect_parts(
+    store: Store, partition: ExportPartition, specs: Sequence[ExportSpec]
+) -> list[dict[str, Any]]:
     """Each part's manifest, after checking its files against it."""
     parts = []
     for spec in specs:
@@ -64,15 +66,18 @@ def write_bundle(
     scratch.mkdir(exist_ok=True)
     try:
         with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
-            archive.writestr(zip_entry("manifest.json"), json.dumps(manifest, indent=2, ensure_ascii=False))
+            archive.writestr(
+                zip_entry("manifest.json"), json.dumps(manifest, indent=2, ensure_ascii=False)
+            )
             for part in parts:
                 export_type = part["manifest"]["export_type"]
                 for entry in part["manifest"]["files"]:
                     local = scratch / entry["name"]
                     store.download(f"{part['folder']}/{entry['name']}", local)
-                    with open(local, "rb") as source, archive.open(
-                        zip_entry(f"{export_type}/{entry['name']}"), "w"
-                    ) as target:
+                    with (
+                        open(local, "rb") as source,
+                        archive.open(zip_entry(f"{export_type}/{entry['name']}"), "w") as target,
+                    ):
                         shutil.copyfileobj(source, target, 1 << 20)
                     local.unlink()
     finally:

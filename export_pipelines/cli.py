@@ -169,7 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     request.add_argument("--org", required=True, help="organization id")
     request.add_argument("--user", required=True, help="id of the user asking")
     request.add_argument("--type", required=True, help="export type, e.g. scan_results")
-    request.add_argument("--format", default="CSV", help="CSV, JSON, JSONL, EXCEL, PDF, PARQUET, XML")
+    request.add_argument(
+        "--format", default="CSV", help="CSV, JSON, JSONL, EXCEL, PDF, PARQUET, XML"
+    )
     request.add_argument("--date-from", help="first day, YYYY-MM-DD")
     request.add_argument("--date-to", help="last day, YYYY-MM-DD (inclusive)")
     request.add_argument("--project", action="append", help="a project id (repeatable)")

@@ -22,7 +22,8 @@ export_assets = all_export_assets(SPECS)
 all_exports_job = dg.define_asset_job(
     "all_exports",
     # The GDPR export is per person and needs a user id: it is requested, not batch-run.
-    selection=dg.AssetSelection.assets(*export_assets) - dg.AssetSelection.groups("user_data_export"),
+    selection=dg.AssetSelection.assets(*export_assets)
+    - dg.AssetSelection.groups("user_data_export"),
     partitions_def=export_partitions,
     description="Extract, transform, render and publish every export type for the chosen partitions.",
 )

@@ -1,12 +1,10 @@
 """Turns an export spec into its four assets: T/extract → T/transform → T/render → T/publish."""
 
-
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
-
-from pathlib import Path
 
 from export_pipelines.catalog.spec import ExportSpec, Kind
 from export_pipelines.manifest import verify_folder
@@ -167,7 +165,9 @@ def export_assets(spec: ExportSpec) -> list[dg.AssetsDefinition]:
         ],
         **common,
     )
-    def transform(context: dg.AssetExecutionContext, work: WorkAreaResource) -> dg.MaterializeResult:
+    def transform(
+        context: dg.AssetExecutionContext, work: WorkAreaResource
+    ) -> dg.MaterializeResult:
         area = work.work_area()
         results = [transform_partition(spec, area, p) for p in partitions_of(context)]
         rows = [r.rows for r in results]
@@ -215,9 +215,7 @@ def export_assets(spec: ExportSpec) -> list[dg.AssetsDefinition]:
             metadata={
                 "dagster/row_count": sum(f[0].rows for f in rendered if f),
                 "formats": ", ".join(f.value for f in formats),
-                "files": dg.MetadataValue.json(
-                    {f.path.name: f.path.stat().st_size for f in first}
-                ),
+                "files": dg.MetadataValue.json({f.path.name: f.path.stat().st_size for f in first}),
                 **_partition_metadata(partitions, [f[0].rows if f else 0 for f in rendered]),
             }
         )
@@ -243,9 +241,7 @@ def export_assets(spec: ExportSpec) -> list[dg.AssetsDefinition]:
         area = work.work_area()
         target = store.store()
         partitions = partitions_of(context)
-        outcomes = [
-            publish_partition(spec, area, target, p, context.run_id) for p in partitions
-        ]
+        outcomes = [publish_partition(spec, area, target, p, context.run_id) for p in partitions]
         problems = [
             problem for p in partitions for problem in verify_folder(target, p.folder(spec.key))
         ]
@@ -257,7 +253,9 @@ def export_assets(spec: ExportSpec) -> list[dg.AssetsDefinition]:
             ),
             "files": dg.MetadataValue.md(
                 "| file | bytes | rows | sha256 |\n|---|---|---|---|\n"
-                + "\n".join(f"| {f.location} | {f.bytes:,} | {f.rows:,} | `{f.sha256}` |" for f in files)
+                + "\n".join(
+                    f"| {f.location} | {f.bytes:,} | {f.rows:,} | `{f.sha256}` |" for f in files
+                )
             ),
         }
         for f in files:
@@ -290,7 +288,10 @@ def user_bundle_assets(spec: ExportSpec) -> list[dg.AssetsDefinition]:
     from export_pipelines.manifest import publish_folder
     from export_pipelines.stages import manifest_header
 
-    keys = {stage: dg.AssetKey([spec.key, stage]) for stage in ("extract", "transform", "render", "publish")}
+    keys = {
+        stage: dg.AssetKey([spec.key, stage])
+        for stage in ("extract", "transform", "render", "publish")
+    }
     common = dict(
         group_name=spec.key,
         partitions_def=export_partitions,
@@ -301,15 +302,44 @@ def user_bundle_assets(spec: ExportSpec) -> list[dg.AssetsDefinition]:
 
     @dg.multi_asset(
         specs=[
-            dg.AssetSpec(keys["extract"], description="The person's rows, one Parquet file per section.", kinds={"sql"}, **common),
-            dg.AssetSpec(keys["transform"], deps=[keys["extract"]], description="Checked: every row names the person; none of anyone else.", kinds={"pyarrow"}, **common),
-            dg.AssetSpec(keys["render"], deps=[keys["transform"]], description="JSON bundle (and CSV zip) with the Art. 15(1) cover document.", kinds={"json"}, **common),
-            dg.AssetSpec(keys["publish"], deps=[keys["render"]], description=f"{spec.title} published under user_data_export/org=…/date=…/user=…/.", kinds={"file"}, **common),
+            dg.AssetSpec(
+                keys["extract"],
+                description="The person's rows, one Parquet file per section.",
+                kinds={"sql"},
+                **common,
+            ),
+            dg.AssetSpec(
+                keys["transform"],
+                deps=[keys["extract"]],
+                description="Checked: every row names the person; none of anyone else.",
+                kinds={"pyarrow"},
+                **common,
+            ),
+            dg.AssetSpec(
+                keys["render"],
+                deps=[keys["transform"]],
+                description="JSON bundle (and CSV zip) with the Art. 15(1) cover document.",
+                kinds={"json"},
+                **common,
+            ),
+            dg.AssetSpec(
+                keys["publish"],
+                deps=[keys["render"]],
+                description=f"{spec.title} published under user_data_export/org=…/date=…/user=…/.",
+                kinds={"file"},
+                **common,
+            ),
         ],
         partitions_def=export_partitions,
         can_subset=False,
     )
-    def user_data_export(context: dg.AssetExecutionContext, config: UserDataConfig, source: SourceResource, store: StoreResource, work: WorkAreaResource):
+    def user_data_export(
+        context: dg.AssetExecutionContext,
+        config: UserDataConfig,
+        source: SourceResource,
+        store: StoreResource,
+        work: WorkAreaResource,
+    ):
         import tempfile
 
         target = store.store()
@@ -317,19 +347,50 @@ def user_bundle_assets(spec: ExportSpec) -> list[dg.AssetsDefinition]:
             with tempfile.TemporaryDirectory(dir=work.work_area().root) as scratch:
                 stem = f"{partition.file_stem(spec.key)}_{config.user_id}"
                 files, cover = build_user_export(
-                    source.database(), Path(scratch), partition.organization_id,
-                    config.user_id, partition.date, list(config.formats), stem,
+                    source.database(),
+                    Path(scratch),
+                    partition.organization_id,
+                    config.user_id,
+                    partition.date,
+                    list(config.formats),
+                    stem,
                 )
                 rows = sum(s["rows"] for s in cover["sections"])
-                header = manifest_header(spec, partition.organization_id, rows, context.run_id, partition.date, extra={"user_id": config.user_id})
-                _, published = publish_folder(target, subject_folder(partition.organization_id, partition.date, config.user_id), files, header)
+                header = manifest_header(
+                    spec,
+                    partition.organization_id,
+                    rows,
+                    context.run_id,
+                    partition.date,
+                    extra={"user_id": config.user_id},
+                )
+                _, published = publish_folder(
+                    target,
+                    subject_folder(partition.organization_id, partition.date, config.user_id),
+                    files,
+                    header,
+                )
         sections = {s["name"]: s["rows"] for s in cover["sections"]}
-        yield dg.MaterializeResult(asset_key=keys["extract"], metadata={"dagster/row_count": rows, "rows_by_section": dg.MetadataValue.json(sections)})
-        yield dg.MaterializeResult(asset_key=keys["transform"], metadata={"dagster/row_count": rows, "rows_of_other_users": 0})
-        yield dg.MaterializeResult(asset_key=keys["render"], metadata={"files": ", ".join(f.path.name for f in files)})
+        yield dg.MaterializeResult(
+            asset_key=keys["extract"],
+            metadata={
+                "dagster/row_count": rows,
+                "rows_by_section": dg.MetadataValue.json(sections),
+            },
+        )
+        yield dg.MaterializeResult(
+            asset_key=keys["transform"],
+            metadata={"dagster/row_count": rows, "rows_of_other_users": 0},
+        )
+        yield dg.MaterializeResult(
+            asset_key=keys["render"], metadata={"files": ", ".join(f.path.name for f in files)}
+        )
         yield dg.MaterializeResult(
             asset_key=keys["publish"],
-            metadata={"dagster/row_count": rows, **{f"sha256 {p.name}": p.sha256 for p in published}},
+            metadata={
+                "dagster/row_count": rows,
+                **{f"sha256 {p.name}": p.sha256 for p in published},
+            },
         )
 
     return [user_data_export]
@@ -345,7 +406,10 @@ def organization_bundle_assets(spec: ExportSpec) -> list[dg.AssetsDefinition]:
     from export_pipelines.stages import manifest_header
 
     parts_specs = bundled_specs()
-    keys = {stage: dg.AssetKey([spec.key, stage]) for stage in ("extract", "transform", "render", "publish")}
+    keys = {
+        stage: dg.AssetKey([spec.key, stage])
+        for stage in ("extract", "transform", "render", "publish")
+    }
     common = dict(
         group_name=spec.key,
         partitions_def=export_partitions,
@@ -357,34 +421,76 @@ def organization_bundle_assets(spec: ExportSpec) -> list[dg.AssetsDefinition]:
 
     @dg.multi_asset(
         specs=[
-            dg.AssetSpec(keys["extract"], deps=part_keys, description="Every table export published for the partition, verified against its manifest.", kinds={"file"}, **common),
-            dg.AssetSpec(keys["transform"], deps=[keys["extract"]], description="The bundle's top-level manifest: parts, files, checksums.", kinds={"json"}, **common),
-            dg.AssetSpec(keys["render"], deps=[keys["transform"]], description="One deterministic zip of every part.", kinds={"zip"}, **common),
-            dg.AssetSpec(keys["publish"], deps=[keys["render"]], description="The bundle published under organization_bundle/org=…/date=…/ with manifest.json.", kinds={"file"}, **common),
+            dg.AssetSpec(
+                keys["extract"],
+                deps=part_keys,
+                description="Every table export published for the partition, verified against its manifest.",
+                kinds={"file"},
+                **common,
+            ),
+            dg.AssetSpec(
+                keys["transform"],
+                deps=[keys["extract"]],
+                description="The bundle's top-level manifest: parts, files, checksums.",
+                kinds={"json"},
+                **common,
+            ),
+            dg.AssetSpec(
+                keys["render"],
+                deps=[keys["transform"]],
+                description="One deterministic zip of every part.",
+                kinds={"zip"},
+                **common,
+            ),
+            dg.AssetSpec(
+                keys["publish"],
+                deps=[keys["render"]],
+                description="The bundle published under organization_bundle/org=…/date=…/ with manifest.json.",
+                kinds={"file"},
+                **common,
+            ),
         ],
         partitions_def=export_partitions,
         can_subset=False,
         backfill_policy=BACKFILL_POLICY,
     )
-    def organization_bundle(context: dg.AssetExecutionContext, store: StoreResource, work: WorkAreaResource):
+    def organization_bundle(
+        context: dg.AssetExecutionContext, store: StoreResource, work: WorkAreaResource
+    ):
         target = store.store()
         total_rows, files = 0, []
         for partition in partitions_of(context):
             parts = collect_parts(target, partition, parts_specs)
             manifest = bundle_manifest(partition, parts)
             with tempfile.TemporaryDirectory(dir=work.work_area().root) as scratch:
-                bundle = write_bundle(target, parts, manifest, Path(scratch) / f"{partition.file_stem(spec.key)}.zip")
-                header = manifest_header(spec, partition.organization_id, bundle.rows, context.run_id, partition.date, extra={"parts": [p["export_type"] for p in manifest["parts"]]})
+                bundle = write_bundle(
+                    target, parts, manifest, Path(scratch) / f"{partition.file_stem(spec.key)}.zip"
+                )
+                header = manifest_header(
+                    spec,
+                    partition.organization_id,
+                    bundle.rows,
+                    context.run_id,
+                    partition.date,
+                    extra={"parts": [p["export_type"] for p in manifest["parts"]]},
+                )
                 header["columns"] = []
                 _, published = publish_folder(target, partition.folder(spec.key), [bundle], header)
             total_rows += bundle.rows
             files += published
         yield dg.MaterializeResult(asset_key=keys["extract"], metadata={"parts": len(parts_specs)})
-        yield dg.MaterializeResult(asset_key=keys["transform"], metadata={"dagster/row_count": total_rows})
-        yield dg.MaterializeResult(asset_key=keys["render"], metadata={"files": ", ".join(f.name for f in files)})
+        yield dg.MaterializeResult(
+            asset_key=keys["transform"], metadata={"dagster/row_count": total_rows}
+        )
+        yield dg.MaterializeResult(
+            asset_key=keys["render"], metadata={"files": ", ".join(f.name for f in files)}
+        )
         yield dg.MaterializeResult(
             asset_key=keys["publish"],
-            metadata={"dagster/row_count": total_rows, **{f"sha256 {f.name}": f.sha256 for f in files}},
+            metadata={
+                "dagster/row_count": total_rows,
+                **{f"sha256 {f.name}": f.sha256 for f in files},
+            },
         )
 
     return [organization_bundle]
@@ -397,4 +503,3 @@ def all_export_assets(specs: Sequence[ExportSpec]) -> list[dg.AssetsDefinition]:
         Kind.ORGANIZATION_BUNDLE: organization_bundle_assets,
     }
     return [asset for spec in specs for asset in builders[spec.kind](spec)]
-

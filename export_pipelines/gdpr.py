@@ -44,9 +44,14 @@ SECTIONS: tuple[Section, ...] = (
                   created_at, last_login_at
            FROM users WHERE id = :user_id AND {_SCOPE}""",
         (
-            string("user_id"), string("organization_id"), string("email", pii=True),
-            string("full_name", pii=True), boolean("is_admin"), boolean("is_verified"),
-            timestamp("created_at"), timestamp("last_login_at"),
+            string("user_id"),
+            string("organization_id"),
+            string("email", pii=True),
+            string("full_name", pii=True),
+            boolean("is_admin"),
+            boolean("is_verified"),
+            timestamp("created_at"),
+            timestamp("last_login_at"),
         ),
         "user_id",
     ),
@@ -57,8 +62,13 @@ SECTIONS: tuple[Section, ...] = (
            FROM projects WHERE user_id = :user_id AND {_SCOPE} AND created_at < :window_end
            ORDER BY created_at, id""",
         (
-            string("project_id"), string("user_id"), string("name"), string("url"),
-            string("description"), timestamp("created_at"), timestamp("updated_at"),
+            string("project_id"),
+            string("user_id"),
+            string("name"),
+            string("url"),
+            string("description"),
+            timestamp("created_at"),
+            timestamp("updated_at"),
         ),
         "user_id",
     ),
@@ -72,8 +82,13 @@ SECTIONS: tuple[Section, ...] = (
              AND c.created_at < :window_end
            ORDER BY c.created_at, c.id""",
         (
-            string("content_id"), string("user_id"), string("project_id"),
-            string("content_type"), string("title"), string("body"), integer("word_count"),
+            string("content_id"),
+            string("user_id"),
+            string("project_id"),
+            string("content_type"),
+            string("title"),
+            string("body"),
+            integer("word_count"),
             timestamp("created_at"),
         ),
         "user_id",
@@ -85,8 +100,11 @@ SECTIONS: tuple[Section, ...] = (
            FROM usage_events WHERE user_id = :user_id AND {_SCOPE} AND occurred_at < :window_end
            ORDER BY occurred_at, id""",
         (
-            string("event_id"), string("user_id"), string("event_type"),
-            timestamp("occurred_at"), string("metadata"),
+            string("event_id"),
+            string("user_id"),
+            string("event_type"),
+            timestamp("occurred_at"),
+            string("metadata"),
         ),
         "user_id",
     ),
@@ -109,9 +127,15 @@ SECTIONS: tuple[Section, ...] = (
              AND {_SCOPE} AND occurred_at < :window_end
            ORDER BY occurred_at, id""",
         (
-            string("entry_id"), string("user_id"), string("actor_user_id"), string("action"),
-            string("target_type"), string("target_id"), string("ip_address", pii=True),
-            string("user_agent", pii=True), timestamp("occurred_at"),
+            string("entry_id"),
+            string("user_id"),
+            string("actor_user_id"),
+            string("action"),
+            string("target_type"),
+            string("target_id"),
+            string("ip_address", pii=True),
+            string("user_agent", pii=True),
+            timestamp("occurred_at"),
         ),
         "user_id",
     ),
@@ -123,8 +147,12 @@ SECTIONS: tuple[Section, ...] = (
            FROM credit_ledger WHERE user_id = :user_id AND {_SCOPE} AND created_at < :window_end
            ORDER BY created_at, id""",
         (
-            string("transaction_id"), string("user_id"), integer("amount"),
-            integer("balance_after"), string("description"), string("reference_id"),
+            string("transaction_id"),
+            string("user_id"),
+            integer("amount"),
+            integer("balance_after"),
+            string("description"),
+            string("reference_id"),
             timestamp("created_at"),
         ),
         "user_id",
@@ -137,9 +165,14 @@ SECTIONS: tuple[Section, ...] = (
            FROM export_requests WHERE user_id = :user_id AND {_SCOPE} AND created_at < :window_end
            ORDER BY created_at, id""",
         (
-            string("request_id"), string("user_id"), string("export_type"),
-            string("export_format"), string("filters"), string("status"),
-            timestamp("created_at"), timestamp("completed_at"),
+            string("request_id"),
+            string("user_id"),
+            string("export_type"),
+            string("export_format"),
+            string("filters"),
+            string("status"),
+            timestamp("created_at"),
+            timestamp("completed_at"),
         ),
         "user_id",
     ),
@@ -152,9 +185,15 @@ SECTIONS: tuple[Section, ...] = (
              AND created_at < :window_end
            ORDER BY created_at, id""",
         (
-            string("subscription_id"), string("user_id"), string("export_type"),
-            string("export_format"), string("cadence"), string("email_recipients", pii=True),
-            boolean("active"), timestamp("created_at"), timestamp("last_run_at"),
+            string("subscription_id"),
+            string("user_id"),
+            string("export_type"),
+            string("export_format"),
+            string("cadence"),
+            string("email_recipients", pii=True),
+            boolean("active"),
+            timestamp("created_at"),
+            timestamp("last_run_at"),
         ),
         "user_id",
     ),
@@ -207,6 +246,7 @@ def extract_sections(
 ) -> dict[str, int]:
     """Write one Parquet file per section into `folder`; return rows per section."""
     from export_pipelines.stages import write_parquet  # stages import the catalog, which imports us
+
     params = section_params(organization_id, user_id, window_end)
     counts = {}
     for section in SECTIONS:
@@ -237,13 +277,32 @@ def cover_document(organization_id: str, user_id: str, as_of: str, counts: dict[
 
 
 def cover_markdown(cover: dict) -> str:
-    lines = [f"# {cover['title']}", "", f"Person: user {cover['subject']['user_id']} "
-             f"of organization {cover['subject']['organization_id']}", f"Data as of: {cover['data_as_of']}", ""]
-    for key in ("purposes", "recipients", "retention_period", "source_of_the_data", "your_rights",
-                "automated_decision_making"):
+    lines = [
+        f"# {cover['title']}",
+        "",
+        f"Person: user {cover['subject']['user_id']} "
+        f"of organization {cover['subject']['organization_id']}",
+        f"Data as of: {cover['data_as_of']}",
+        "",
+    ]
+    for key in (
+        "purposes",
+        "recipients",
+        "retention_period",
+        "source_of_the_data",
+        "your_rights",
+        "automated_decision_making",
+    ):
         lines += [f"## {key.replace('_', ' ').capitalize()}", cover[key], ""]
-    lines += ["## Categories of personal data", *[f"- {c}" for c in cover["categories_of_personal_data"]], ""]
-    lines += ["## What this export contains", *[f"- {s['name']}.csv — {s['description']} ({s['rows']} rows)" for s in cover["sections"]]]
+    lines += [
+        "## Categories of personal data",
+        *[f"- {c}" for c in cover["categories_of_personal_data"]],
+        "",
+    ]
+    lines += [
+        "## What this export contains",
+        *[f"- {s['name']}.csv — {s['description']} ({s['rows']} rows)" for s in cover["sections"]],
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -255,8 +314,10 @@ def render_bundle(
     total = sum(s["rows"] for s in cover["sections"])
     options = RenderOptions()
     context = ReportContext(
-        export_type="user_data_export", title=cover["title"],
-        organization_id=cover["subject"]["organization_id"], period=cover["data_as_of"],
+        export_type="user_data_export",
+        title=cover["title"],
+        organization_id=cover["subject"]["organization_id"],
+        period=cover["data_as_of"],
         as_of=cover["data_as_of"],
     )
     scratch = folder / ".sections"
@@ -269,7 +330,13 @@ def render_bundle(
                 out.write(json.dumps(cover, ensure_ascii=False, indent=2).encode())
                 out.write(b',\n"sections": {')
                 for i, section in enumerate(SECTIONS):
-                    part = render(fmt, _reader(sources, section), scratch / f"{section.name}.json", options, context)
+                    part = render(
+                        fmt,
+                        _reader(sources, section),
+                        scratch / f"{section.name}.json",
+                        options,
+                        context,
+                    )
                     out.write((("," if i else "") + f"\n{json.dumps(section.name)}: ").encode())
                     out.write(part.path.read_bytes())
                 out.write(b"}}\n")
@@ -279,7 +346,13 @@ def render_bundle(
             with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
                 archive.writestr(_entry("cover.md"), cover_markdown(cover))
                 for section in SECTIONS:
-                    part = render(fmt, _reader(sources, section), scratch / f"{section.name}.csv", options, context)
+                    part = render(
+                        fmt,
+                        _reader(sources, section),
+                        scratch / f"{section.name}.csv",
+                        options,
+                        context,
+                    )
                     archive.writestr(_entry(f"{section.name}.csv"), part.path.read_bytes())
             files.append(RenderedFile(path, fmt, total))
         else:
@@ -328,7 +401,9 @@ def build_user_export(
         raise RuntimeError(f"{foreign} rows of the GDPR export do not belong to user {user_id}")
     if counts["profile"] == 0:
         raise LookupError(f"user {user_id} is not a member of organization {organization_id}")
-    cover = cover_document(organization_id, user_id, window_end.strftime("%Y-%m-%d %H:%M UTC"), counts)
+    cover = cover_document(
+        organization_id, user_id, window_end.strftime("%Y-%m-%d %H:%M UTC"), counts
+    )
     out = scratch / "files"
     out.mkdir(exist_ok=True)
     return render_bundle(sections, out, stem, formats, cover), cover

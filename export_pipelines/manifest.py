@@ -70,7 +70,9 @@ def publish_folder(
         "generated_at": utc_now_iso(),
     }
     # The manifest goes last: once it is there, everything it names is complete.
-    store.put_bytes(json.dumps(manifest, indent=2, ensure_ascii=False).encode(), f"{folder}/{MANIFEST}")
+    store.put_bytes(
+        json.dumps(manifest, indent=2, ensure_ascii=False).encode(), f"{folder}/{MANIFEST}"
+    )
     listed = {p.name for p in published} | {MANIFEST}
     for key in store.list_keys(folder):
         relative = key[len(folder) + 1 :]
@@ -115,7 +117,9 @@ def verify_folder(store: Store, folder: str) -> list[Problem]:
                 Problem(folder, entry["name"], f"sha256 {digest} != manifest {entry['sha256']}")
             )
         elif size != entry["bytes"]:
-            problems.append(Problem(folder, entry["name"], f"{size} bytes != manifest {entry['bytes']}"))
+            problems.append(
+                Problem(folder, entry["name"], f"{size} bytes != manifest {entry['bytes']}")
+            )
     return problems
 
 

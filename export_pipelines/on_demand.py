@@ -79,7 +79,9 @@ def serve_export_request(
         completed_at=completed,
         expires_at=expires,
     )
-    ledger.append_audit_log(request.organization_id, request.user_id, "export.completed", request.id)
+    ledger.append_audit_log(
+        request.organization_id, request.user_id, "export.completed", request.id
+    )
     context.log.info(
         f"request {request.id}: {deliverable.file.rows:,} rows, {deliverable.file.bytes:,} bytes "
         f"at {deliverable.file.location} ({len(deliverable.built_days)} day(s) built, "

@@ -1,6 +1,5 @@
 """Organization × UTC day partitions (CONTRACT §4), and the sensor that discovers organizations."""
 
-
 import dagster as dg
 
 from export_pipelines import settings
@@ -23,7 +22,9 @@ def new_organizations(source: SourceResource, known: set[str]) -> tuple[list[str
     """Organizations not yet partitions: (usable as partition keys, not usable)."""
     rows = source.database().fetch_table("SELECT id FROM organizations ORDER BY id")
     new = [org for org in rows.column("id").to_pylist() if org not in known]
-    return [o for o in new if usable_as_partition(o)], [o for o in new if not usable_as_partition(o)]
+    return [o for o in new if usable_as_partition(o)], [
+        o for o in new if not usable_as_partition(o)
+    ]
 
 
 @dg.sensor(

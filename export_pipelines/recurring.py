@@ -131,9 +131,13 @@ def deliver_report(
     work: WorkAreaResource,
 ):
     db = source.database()
-    rows = db.fetch_rows("SELECT * FROM report_subscriptions WHERE id = :id", {"id": config.subscription_id})
+    rows = db.fetch_rows(
+        "SELECT * FROM report_subscriptions WHERE id = :id", {"id": config.subscription_id}
+    )
     if not rows:
-        raise dg.Failure(f"subscription {config.subscription_id} does not exist", allow_retries=False)
+        raise dg.Failure(
+            f"subscription {config.subscription_id} does not exist", allow_retries=False
+        )
     sub = rows[0]
     first, last = dt.date.fromisoformat(config.date_from), dt.date.fromisoformat(config.date_to)
     request = report_request(sub, first, last)
@@ -180,9 +184,15 @@ def deliver_report(
             context.log.info(f"emailed to {', '.join(json.loads(sub['email_recipients']))}")
         target.put_bytes(
             json.dumps(
-                {"subscription_id": sub["id"], "period": [str(first), str(last)],
-                 "file": file.name, "sha256": file.sha256, "emailed": smtp is not None,
-                 "delivered_at": utc_now().isoformat(), "run_id": context.run_id}
+                {
+                    "subscription_id": sub["id"],
+                    "period": [str(first), str(last)],
+                    "file": file.name,
+                    "sha256": file.sha256,
+                    "emailed": smtp is not None,
+                    "delivered_at": utc_now().isoformat(),
+                    "run_id": context.run_id,
+                }
             ).encode(),
             receipt,
         )
@@ -246,7 +256,11 @@ def report_failure_sensor(context: dg.RunFailureSensorContext, source: SourceRes
     send_report(
         smtp,
         compose_failure_email(
-            smtp, owner[0]["email"], subscription_id, spec_title, period.replace("..", " to "),
+            smtp,
+            owner[0]["email"],
+            subscription_id,
+            spec_title,
+            period.replace("..", " to "),
             failure_message(context),
         ),
     )

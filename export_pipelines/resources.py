@@ -1,6 +1,5 @@
 """Dagster resources: the only place that touches the outside world."""
 
-
 from pathlib import Path
 
 import dagster as dg

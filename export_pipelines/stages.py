@@ -218,7 +218,9 @@ def extract_days(
     not 365. Other exports (snapshots, per-window aggregates) are extracted day by day.
     """
     if spec.window is not WindowKind.EVENT or spec.time_column is None or len(days) == 1:
-        return [extract_partition(spec, db, work, ExportPartition(organization_id, d)) for d in days]
+        return [
+            extract_partition(spec, db, work, ExportPartition(organization_id, d)) for d in days
+        ]
     results: list[ExtractResult] = []
     for first, last in contiguous_ranges(days):
         results.extend(_extract_range(spec, db, work, organization_id, first, last))
@@ -253,7 +255,9 @@ def _extract_range(
             staging[day].mkdir(parents=True)
             label = Window.for_days(day, day).label
             schema = spec.schema.with_metadata({b"window": label.encode()})
-            writers[day] = pq.ParquetWriter(staging[day] / "data.parquet", schema, compression="zstd")
+            writers[day] = pq.ParquetWriter(
+                staging[day] / "data.parquet", schema, compression="zstd"
+            )
         return writers[day]
 
     try:
@@ -279,7 +283,9 @@ def _extract_range(
                 shutil.rmtree(target)
             staging[partition.date].rename(target)
             results.append(
-                ExtractResult(partition, counts[partition.date], target / "data.parquet", partition.window)
+                ExtractResult(
+                    partition, counts[partition.date], target / "data.parquet", partition.window
+                )
             )
         return results
     finally:
@@ -314,9 +320,13 @@ class Totals:
             if agg.function in ("sum", "mean"):
                 total = pc.sum(column).as_py()
                 self._sums[agg.column] = self._sums.get(agg.column, 0) + (total or 0)
-                self._counts[agg.column] = self._counts.get(agg.column, 0) + pc.count(column).as_py()
+                self._counts[agg.column] = (
+                    self._counts.get(agg.column, 0) + pc.count(column).as_py()
+                )
             elif agg.function == "count":
-                self._counts[agg.column] = self._counts.get(agg.column, 0) + pc.count(column).as_py()
+                self._counts[agg.column] = (
+                    self._counts.get(agg.column, 0) + pc.count(column).as_py()
+                )
             elif agg.function == "count_distinct":
                 self._distinct.setdefault(agg.column, set()).update(
                     pc.unique(column.drop_null()).to_pylist()
@@ -406,7 +416,9 @@ def _foreign_rows(batch: pa.RecordBatch, organization_id: str) -> int:
 def transform_partition(
     spec: ExportSpec, work: WorkArea, partition: ExportPartition
 ) -> TransformResult:
-    source = _require(work.folder(spec, "extract", partition) / "data.parquet", "extract", partition)
+    source = _require(
+        work.folder(spec, "extract", partition) / "data.parquet", "extract", partition
+    )
     target = work.folder(spec, "transform", partition)
     totals = Totals(spec)
     checked = {"foreign": 0}
@@ -420,9 +432,15 @@ def transform_partition(
             # Already in the spec's exact types (the extract conforms while reading): check
             # it, reading only the columns the checks need, then share the bytes instead of
             # rewriting them.
-            needed = list(dict.fromkeys(
-                ["organization_id", *(a.column for a in spec.totals), *(a.by for a in spec.totals if a.by)]
-            ))
+            needed = list(
+                dict.fromkeys(
+                    [
+                        "organization_id",
+                        *(a.column for a in spec.totals),
+                        *(a.by for a in spec.totals if a.by),
+                    ]
+                )
+            )
             for batch in parquet.iter_batches(batch_size=_BATCH_ROWS, columns=needed):
                 checked["foreign"] += _foreign_rows(batch, partition.organization_id)
                 totals.add(batch)
@@ -449,8 +467,13 @@ def transform_partition(
 
     rows = work.replace(target, build)
     return TransformResult(
-        partition, rows, target / "data.parquet", checked["foreign"], totals.values(),
-        totals.nulls, preview,
+        partition,
+        rows,
+        target / "data.parquet",
+        checked["foreign"],
+        totals.values(),
+        totals.nulls,
+        preview,
     )
 
 
@@ -482,7 +505,9 @@ def report_context(
         (f for f in (ExportFormat.CSV, ExportFormat.PARQUET, ExportFormat.JSONL) if f in formats),
         ExportFormat.CSV,
     )
-    summary = [("Rows", f"{rows:,}")] + [(label, _display(value)) for label, value in totals.items()]
+    summary = [("Rows", f"{rows:,}")] + [
+        (label, _display(value)) for label, value in totals.items()
+    ]
     return ReportContext(
         export_type=spec.key,
         title=spec.title,
@@ -524,8 +549,13 @@ def render_partition(
     summary = json.loads((source_folder / "summary.json").read_text())
     stem = partition.file_stem(spec.key)
     context = report_context(
-        spec, partition.organization_id, partition.window, summary["totals"],
-        summary["rows"], formats, stem,
+        spec,
+        partition.organization_id,
+        partition.window,
+        summary["totals"],
+        summary["rows"],
+        formats,
+        stem,
     )
     target = work.folder(spec, "render", partition)
 
@@ -542,7 +572,9 @@ def render_partition(
     return [RenderedFile(target / f.path.name, f.format, f.rows) for f in files]
 
 
-def rendered_files(spec: ExportSpec, work: WorkArea, partition: ExportPartition) -> list[RenderedFile]:
+def rendered_files(
+    spec: ExportSpec, work: WorkArea, partition: ExportPartition
+) -> list[RenderedFile]:
     folder = work.folder(spec, "render", partition)
     listing = json.loads(_require(folder / "render.json", "render", partition).read_text())
     return [
@@ -581,5 +613,7 @@ def publish_partition(
 ) -> tuple[dict[str, Any], list[PublishedFile]]:
     files = rendered_files(spec, work, partition)
     summary = json.loads((work.folder(spec, "transform", partition) / "summary.json").read_text())
-    header = manifest_header(spec, partition.organization_id, summary["rows"], run_id, partition.date)
+    header = manifest_header(
+        spec, partition.organization_id, summary["rows"], run_id, partition.date
+    )
     return publish_folder(store, partition.folder(spec.key), files, header)

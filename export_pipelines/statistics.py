@@ -1,8 +1,7 @@
 """Export statistics: what the on-demand service delivered, per day, type, format and outcome."""
 
-import pandas as pd
-
 import dagster as dg
+import pandas as pd
 
 from export_pipelines.resources import SourceResource, WorkAreaResource
 
@@ -16,8 +15,15 @@ STATISTICS_SQL = """
 def export_statistics_table(requests: pd.DataFrame) -> pd.DataFrame:
     """Per day × type × format × status: requests, bytes, rows, latency median and p95."""
     columns = [
-        "day", "export_type", "export_format", "status", "requests",
-        "bytes_delivered", "rows_delivered", "latency_median_s", "latency_p95_s",
+        "day",
+        "export_type",
+        "export_format",
+        "status",
+        "requests",
+        "bytes_delivered",
+        "rows_delivered",
+        "latency_median_s",
+        "latency_p95_s",
     ]
     if requests.empty:
         return pd.DataFrame(columns=columns)
@@ -28,7 +34,9 @@ def export_statistics_table(requests: pd.DataFrame) -> pd.DataFrame:
     frame["export_type"] = frame["export_type"].str.lower()
     frame["export_format"] = frame["export_format"].str.upper()
     done = frame["status"].isin(["COMPLETED", "EXPIRED"])
-    frame["latency_s"] = (frame["completed_at"] - frame["created_at"]).dt.total_seconds().where(done)
+    frame["latency_s"] = (
+        (frame["completed_at"] - frame["created_at"]).dt.total_seconds().where(done)
+    )
     frame["bytes"] = frame["file_size"].where(done).fillna(0)
     frame["rows"] = frame["row_count"].where(done).fillna(0)
     grouped = frame.groupby(["day", "export_type", "export_format", "status"], sort=True)

@@ -19,7 +19,9 @@ from export_pipelines.source.database import SourceDatabase
 PG_ADMIN_URL = os.environ.get("EXPORT_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 # Small but complete: every table filled, several organizations sharing timestamps.
-DEMO = demo_data.DemoParams(organizations=3, days=4, events_per_day=25, end_date=dt.date(2026, 3, 5))
+DEMO = demo_data.DemoParams(
+    organizations=3, days=4, events_per_day=25, end_date=dt.date(2026, 3, 5)
+)
 DEMO_DAY = dt.date(2026, 3, 3)
 
 

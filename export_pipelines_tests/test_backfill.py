@@ -60,7 +60,11 @@ def test_ninety_day_audit_log_backfill(long_history, instance, tmp_path, capsys)
     expected = long_history.scalar(
         "SELECT count(*) FROM audit_log WHERE organization_id = :org "
         "AND occurred_at >= :start AND occurred_at < :end",
-        {"org": org, "start": dt.datetime.combine(FIRST, dt.time()), "end": dt.datetime.combine(END, dt.time())},
+        {
+            "org": org,
+            "start": dt.datetime.combine(FIRST, dt.time()),
+            "end": dt.datetime.combine(END, dt.time()),
+        },
     )
     assert total == expected > 0
     assert cli(["verify", str(store_dir)]) == 0

@@ -19,7 +19,9 @@ from .conftest import DEMO_DAY, export_resources, organization_ids
 from .test_requests import env, run, tick  # noqa: F401
 
 
-def test_bundle_holds_every_part_as_published_and_is_reproducible(sqlite_source, instance, tmp_path):
+def test_bundle_holds_every_part_as_published_and_is_reproducible(
+    sqlite_source, instance, tmp_path
+):
     org = organization_ids(sqlite_source)[0]
     partition = ExportPartition(org, DEMO_DAY)
     store_dir = tmp_path / "exports"
@@ -29,7 +31,9 @@ def test_bundle_holds_every_part_as_published_and_is_reproducible(sqlite_source,
 
     digests = []
     for _ in range(2):
-        assert dg.materialize(assets, partition_key=partition.key, instance=instance, resources=resources).success
+        assert dg.materialize(
+            assets, partition_key=partition.key, instance=instance, resources=resources
+        ).success
         folder = store_dir / partition.folder("organization_bundle")
         manifest = json.loads((folder / "manifest.json").read_text())
         digests.append(manifest["files"][0]["sha256"])
@@ -39,9 +43,12 @@ def test_bundle_holds_every_part_as_published_and_is_reproducible(sqlite_source,
     inner = json.loads(archive.read("manifest.json"))
     assert {p["export_type"] for p in inner["parts"]} == {s.key for s in bundled_specs()}
     for part in inner["parts"]:
-        published = json.loads((store_dir / partition.folder(part["export_type"]) / "manifest.json").read_text())
+        published = json.loads(
+            (store_dir / partition.folder(part["export_type"]) / "manifest.json").read_text()
+        )
         assert part["files"] == [
-            {k: f[k] for k in ("name", "format", "bytes", "sha256", "rows")} for f in published["files"]
+            {k: f[k] for k in ("name", "format", "bytes", "sha256", "rows")}
+            for f in published["files"]
         ]
         for entry in part["files"]:
             data = archive.read(f"{part['export_type']}/{entry['name']}")
@@ -52,9 +59,16 @@ def test_bundle_holds_every_part_as_published_and_is_reproducible(sqlite_source,
 
 def test_bundle_request_zips_every_type_over_the_range(env, instance):  # noqa: F811
     db, ledger, resources, _ = env
-    admin = db.fetch_rows("SELECT id, organization_id FROM users WHERE is_admin = :yes ORDER BY id", {"yes": True})[0]
-    request_id = ledger.insert(admin["organization_id"], admin["id"], "organization_bundle", "CSV",
-                               filters={"date_from": "2026-03-02", "date_to": "2026-03-03"})
+    admin = db.fetch_rows(
+        "SELECT id, organization_id FROM users WHERE is_admin = :yes ORDER BY id", {"yes": True}
+    )[0]
+    request_id = ledger.insert(
+        admin["organization_id"],
+        admin["id"],
+        "organization_bundle",
+        "CSV",
+        filters={"date_from": "2026-03-02", "date_to": "2026-03-03"},
+    )
     result = tick(instance, db)
     assert run(instance, result.run_requests[0], resources).success
     row = ledger.get(request_id)

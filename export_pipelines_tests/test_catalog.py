@@ -23,7 +23,7 @@ from export_pipelines.render import ExportFormat
 from export_pipelines.source.database import SourceDatabase
 from export_pipelines.stages import ExportPartition, WorkArea, extract_partition
 
-from .conftest import DEMO_DAY, export_resources, organization_ids, seed
+from .conftest import DEMO_DAY, export_resources, organization_ids
 
 TABLE_TYPES = [s.key for s in SPECS if s.kind is Kind.TABLE]  # bundles: test_gdpr, test_bundle
 UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -64,7 +64,9 @@ INDEPENDENT_COUNTS = {
 ALL_FORMATS = [f.value for f in ExportFormat]
 
 
-def materialize(export_type, partition, instance, resources, formats=None) -> dg.ExecuteInProcessResult:
+def materialize(
+    export_type, partition, instance, resources, formats=None
+) -> dg.ExecuteInProcessResult:
     from export_pipelines.catalog import CATALOG
 
     instance.add_dynamic_partitions(organizations.name, [partition.organization_id])
@@ -123,7 +125,9 @@ def test_every_type_materializes_and_reconciles_with_sql(export_type, source, in
     org = organization_ids(source)[0]
     partition = ExportPartition(org, DEMO_DAY)
     store_dir = tmp_path / "exports"
-    materialize(export_type, partition, instance, export_resources(source, store_dir, tmp_path / "work"))
+    materialize(
+        export_type, partition, instance, export_resources(source, store_dir, tmp_path / "work")
+    )
 
     window = partition.window
     expected = source.scalar(
@@ -155,7 +159,9 @@ def test_tenant_isolation_in_every_format(export_type, sqlite_source, instance, 
         for entry in manifest["files"]:
             text = file_text(folder / entry["name"])
             leaked = set(UUID.findall(text)) & foreign
-            assert not leaked, f"{entry['name']} of {org} holds ids of other tenants: {sorted(leaked)[:3]}"
+            assert not leaked, (
+                f"{entry['name']} of {org} holds ids of other tenants: {sorted(leaked)[:3]}"
+            )
         rows = pq.read_table(folder / f"{partition.file_stem(export_type)}.parquet")
         assert set(rows.column("organization_id").to_pylist()) <= {org}
 
@@ -170,7 +176,10 @@ def test_personal_data_only_in_gdpr_and_admin_exports():
 
 def test_no_email_in_exports_without_personal_data(sqlite_source, instance, tmp_path):
     org = organization_ids(sqlite_source)[0]
-    emails = {e.encode() for e in sqlite_source.fetch_table("SELECT email FROM users").column(0).to_pylist()}
+    emails = {
+        e.encode()
+        for e in sqlite_source.fetch_table("SELECT email FROM users").column(0).to_pylist()
+    }
     store_dir = tmp_path / "exports"
     resources = export_resources(sqlite_source, store_dir, tmp_path / "work")
     partition = ExportPartition(org, DEMO_DAY)
@@ -216,7 +225,13 @@ def test_hostile_organization_ids_are_just_values(hostile, source, tmp_path):
     source.execute(
         "INSERT INTO projects (id, organization_id, user_id, name, url, created_at, updated_at) "
         "VALUES (:id, :org, :user, :name, 'https://h.example', :at, :at)",
-        {"id": f"project-{scan_id}", "org": hostile, "user": f"user-{scan_id}", "name": hostile, "at": at},
+        {
+            "id": f"project-{scan_id}",
+            "org": hostile,
+            "user": f"user-{scan_id}",
+            "name": hostile,
+            "at": at,
+        },
     )
     source.execute(
         "INSERT INTO audits (id, project_id, audit_type, status, credits_consumed, created_at) "
@@ -233,7 +248,9 @@ def test_hostile_organization_ids_are_just_values(hostile, source, tmp_path):
 
         work = WorkArea(tmp_path / "work")
         for key in ("scan_results", "projects_summary"):
-            result = extract_partition(CATALOG[key], source, work, ExportPartition(hostile, DEMO_DAY))
+            result = extract_partition(
+                CATALOG[key], source, work, ExportPartition(hostile, DEMO_DAY)
+            )
             rows = pq.read_table(result.path).to_pylist()
             assert len(rows) == 1 and rows[0]["organization_id"] == hostile
         assert source.scalar("SELECT count(*) FROM users") == users_before + 1
@@ -340,7 +357,9 @@ def test_window_boundaries(export_type, sqlite_source, tmp_path):
 
     spec = CATALOG[export_type]
     org = _boundary_tenant(sqlite_source)
-    result = extract_partition(spec, sqlite_source, WorkArea(tmp_path), ExportPartition(org, DEMO_DAY))
+    result = extract_partition(
+        spec, sqlite_source, WorkArea(tmp_path), ExportPartition(org, DEMO_DAY)
+    )
     rows = pq.read_table(result.path).to_pylist()
     measure, expected = BOUNDARY_EXPECTED[export_type]
     got = len(rows) if measure == "rows" else sum(r[measure] for r in rows)
@@ -353,12 +372,22 @@ def test_ids_never_become_paths(tmp_path):
     from export_pipelines.stages import path_segment
     from export_pipelines.store import LocalStore
 
-    for hostile in ["../../etc/passwd", "..", "a/b", "\\..\\x", "o" * 5000, "'; DROP TABLE users; --"]:
+    for hostile in [
+        "../../etc/passwd",
+        "..",
+        "a/b",
+        "\\..\\x",
+        "o" * 5000,
+        "'; DROP TABLE users; --",
+    ]:
         segment = path_segment(hostile)
         assert "/" not in segment and segment not in (".", "..") and len(segment) <= 120
         folder = ExportPartition(hostile, DEMO_DAY).folder("scan_results")
         assert (tmp_path / folder).resolve().is_relative_to(tmp_path)
-    assert path_segment("0b6f2c1e-9d4a-4c55-8e1f-2a3b4c5d6e7f") == "0b6f2c1e-9d4a-4c55-8e1f-2a3b4c5d6e7f"
+    assert (
+        path_segment("0b6f2c1e-9d4a-4c55-8e1f-2a3b4c5d6e7f")
+        == "0b6f2c1e-9d4a-4c55-8e1f-2a3b4c5d6e7f"
+    )
     with pytest.raises(ValueError):
         LocalStore(tmp_path).put_bytes(b"x", "../outside.txt")
 
@@ -377,9 +406,14 @@ def test_credit_report_totals_and_per_user_breakdown_match_the_ledger(sqlite_sou
     where = "WHERE organization_id = :org AND created_at >= :start AND created_at < :end"
     spent = sqlite_source.fetch_rows(
         f"SELECT coalesce(user_id, '(none)') AS u, sum(-amount) AS s FROM credit_ledger {where} "
-        "AND amount < 0 GROUP BY u", window,
+        "AND amount < 0 GROUP BY u",
+        window,
     )
-    assert {r["u"]: r["s"] for r in spent} == {k: v for k, v in totals["Credits spent by user"].items() if v}
-    net = sqlite_source.scalar(f"SELECT coalesce(sum(amount), 0) FROM credit_ledger {where}", window)
+    assert {r["u"]: r["s"] for r in spent} == {
+        k: v for k, v in totals["Credits spent by user"].items() if v
+    }
+    net = sqlite_source.scalar(
+        f"SELECT coalesce(sum(amount), 0) FROM credit_ledger {where}", window
+    )
     assert totals["Net change"] == net
     assert totals["Credits added"] - totals["Credits spent"] == net

@@ -73,7 +73,9 @@ def dagster_dev(tmp_path_factory):
             except OSError:
                 pass
             if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"dagster dev did not come up:\n{(base / 'dev.log').read_text()[-3000:]}")
+                raise AssertionError(
+                    f"dagster dev did not come up:\n{(base / 'dev.log').read_text()[-3000:]}"
+                )
             time.sleep(2)
         yield {"port": port, "env": env, "base": base}
     finally:
@@ -119,19 +121,42 @@ def test_request_inserted_with_the_cli_is_completed_by_the_daemon(dagster_dev):
     user = db.fetch_rows("SELECT id, organization_id FROM users ORDER BY id LIMIT 1")[0]
     yesterday = (dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)).isoformat()
     request_id = subprocess.run(
-        [cli, "request", "--org", user["organization_id"], "--user", user["id"],
-         "--type", "scan_results", "--format", "CSV", "--date-from", yesterday, "--date-to", yesterday],
-        env=env, check=True, capture_output=True, text=True,
+        [
+            cli,
+            "request",
+            "--org",
+            user["organization_id"],
+            "--user",
+            user["id"],
+            "--type",
+            "scan_results",
+            "--format",
+            "CSV",
+            "--date-from",
+            yesterday,
+            "--date-to",
+            yesterday,
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.strip()
 
     deadline = time.monotonic() + 240
     status = ""
     while time.monotonic() < deadline:
-        out = subprocess.run([cli, "status", request_id], env=env, capture_output=True, text=True).stdout
-        status = next((line.split()[1] for line in out.splitlines() if line.startswith("status ")), "")
+        out = subprocess.run(
+            [cli, "status", request_id], env=env, capture_output=True, text=True
+        ).stdout
+        status = next(
+            (line.split()[1] for line in out.splitlines() if line.startswith("status ")), ""
+        )
         if status in ("COMPLETED", "FAILED"):
             break
         time.sleep(3)
     assert status == "COMPLETED", out
-    row = db.fetch_rows("SELECT file_path, row_count FROM export_requests WHERE id = :id", {"id": request_id})[0]
+    row = db.fetch_rows(
+        "SELECT file_path, row_count FROM export_requests WHERE id = :id", {"id": request_id}
+    )[0]
     assert Path(row["file_path"]).is_file()

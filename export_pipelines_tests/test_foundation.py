@@ -89,7 +89,9 @@ def test_materialized_partition_reads_back_and_reconciles(
 
     raw = b"".join((folder / f["name"]).read_bytes() for f in manifest["files"])
     for other in orgs[1:]:
-        assert other.encode() not in raw, f"a value of organization {other} leaked into {org}'s files"
+        assert other.encode() not in raw, (
+            f"a value of organization {other} leaked into {org}'s files"
+        )
 
 
 @pytest.mark.parametrize("export_type", EXPORT_TYPES)

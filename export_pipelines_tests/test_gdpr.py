@@ -10,8 +10,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from export_pipelines.factory import all_export_assets
 from export_pipelines.catalog import CATALOG
+from export_pipelines.factory import all_export_assets
 from export_pipelines.partitions import organizations
 from export_pipelines.stages import ExportPartition
 
@@ -64,8 +64,13 @@ def test_gdpr_request_holds_every_row_about_the_user_and_no_one_else(env, instan
     assert row["status"] == "COMPLETED", row["error_message"]
     raw = Path(row["file_path"]).read_bytes()
     bundle = json.loads(raw)
-    for key in ("purposes", "categories_of_personal_data", "recipients", "retention_period",
-                "source_of_the_data"):
+    for key in (
+        "purposes",
+        "categories_of_personal_data",
+        "recipients",
+        "retention_period",
+        "source_of_the_data",
+    ):
         assert bundle["cover"][key], key
 
     total = 0
@@ -91,7 +96,11 @@ def test_gdpr_export_for_someone_else_is_refused(env, instance):  # noqa: F811
         {"org": user["organization_id"], "user": user["id"]},
     )
     request_id = ledger.insert(
-        user["organization_id"], user["id"], "user_data_export", "JSON", filters={"user_id": colleague}
+        user["organization_id"],
+        user["id"],
+        "user_data_export",
+        "JSON",
+        filters={"user_id": colleague},
     )
     tick(instance, db)
     row = ledger.get(request_id)
@@ -110,7 +119,11 @@ def test_gdpr_csv_bundle_and_asset_materialization(sqlite_source, instance, tmp_
         partition_key=partition.key,
         instance=instance,
         resources=export_resources(sqlite_source, store_dir, tmp_path / "work"),
-        run_config={"ops": {"user_data_export": {"config": {"user_id": user["id"], "formats": ["JSON", "CSV"]}}}},
+        run_config={
+            "ops": {
+                "user_data_export": {"config": {"user_id": user["id"], "formats": ["JSON", "CSV"]}}
+            }
+        },
     )
     assert result.success
     folder = store_dir / partition.folder("user_data_export") / f"user={user['id']}"

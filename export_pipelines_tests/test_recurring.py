@@ -73,20 +73,30 @@ def test_daily_weekly_monthly_reports_are_emailed_once(history, instance, tmp_pa
     store_dir = tmp_path / "exports"
     resources = export_resources(history, store_dir, tmp_path / "work")
     subscriptions = {
-        s["id"]: s for s in history.fetch_rows("SELECT * FROM report_subscriptions WHERE active = :yes", {"yes": True})
+        s["id"]: s
+        for s in history.fetch_rows(
+            "SELECT * FROM report_subscriptions WHERE active = :yes", {"yes": True}
+        )
     }
     with SmtpServer() as smtp:
         monkeypatch.setenv("EXPORT_SMTP_HOST", smtp.host)
         monkeypatch.setenv("EXPORT_SMTP_PORT", str(smtp.port))
         monkeypatch.setenv("EXPORT_SMTP_FROM", "reports@export-pipelines.test")
-        requests = [r for schedule in report_schedules for r in evaluate(schedule, instance, history)]
+        requests = [
+            r for schedule in report_schedules for r in evaluate(schedule, instance, history)
+        ]
         assert len(requests) == len(subscriptions), "one run per active subscription"
         replay = [r for schedule in report_schedules for r in evaluate(schedule, instance, history)]
-        assert [r.run_key for r in replay] == [r.run_key for r in requests], "replayed tick, same keys"
+        assert [r.run_key for r in replay] == [r.run_key for r in requests], (
+            "replayed tick, same keys"
+        )
 
         for request in requests + replay:  # the replay must not send anything
             result = deliver_report_job.execute_in_process(
-                run_config=request.run_config, tags=request.tags, instance=instance, resources=resources
+                run_config=request.run_config,
+                tags=request.tags,
+                instance=instance,
+                resources=resources,
             )
             assert result.success
         received = smtp.received
@@ -96,7 +106,9 @@ def test_daily_weekly_monthly_reports_are_emailed_once(history, instance, tmp_pa
     for sub in subscriptions.values():
         first, last = PERIODS[sub["cadence"]]
         mail = by_recipients[tuple(sorted(json.loads(sub["email_recipients"])))]
-        organization = history.scalar("SELECT name FROM organizations WHERE id = :id", {"id": sub["organization_id"]})
+        organization = history.scalar(
+            "SELECT name FROM organizations WHERE id = :id", {"id": sub["organization_id"]}
+        )
         subject = mail.message["Subject"]
         assert organization in subject and str(first) in subject
         attachment = next(mail.message.iter_attachments())
@@ -110,21 +122,30 @@ def test_daily_weekly_monthly_reports_are_emailed_once(history, instance, tmp_pa
                 "credit_usage_report": "SELECT count(*) FROM credit_ledger WHERE organization_id = :org "
                 "AND created_at >= :start AND created_at < :end",
             }[sub["export_type"]],
-            {"org": sub["organization_id"], "start": dt.datetime.combine(first, dt.time()),
-             "end": dt.datetime.combine(last + dt.timedelta(days=1), dt.time())},
+            {
+                "org": sub["organization_id"],
+                "start": dt.datetime.combine(first, dt.time()),
+                "end": dt.datetime.combine(last + dt.timedelta(days=1), dt.time()),
+            },
         )
         assert row_count(attachment.get_filename(), data) == expected > 0
         assert f"{expected:,} row" in subject
-        stored = history.scalar("SELECT last_run_at FROM report_subscriptions WHERE id = :id", {"id": sub["id"]})
+        stored = history.scalar(
+            "SELECT last_run_at FROM report_subscriptions WHERE id = :id", {"id": sub["id"]}
+        )
         assert stored is not None
 
 
-def test_without_smtp_the_report_is_still_published(history, instance, tmp_path, monkeypatch, caplog):
+def test_without_smtp_the_report_is_still_published(
+    history, instance, tmp_path, monkeypatch, caplog
+):
     monkeypatch.delenv("EXPORT_SMTP_HOST", raising=False)
     store_dir = tmp_path / "exports"
     request = evaluate(report_schedules[0], instance, history)[0]
     result = deliver_report_job.execute_in_process(
-        run_config=request.run_config, tags=request.tags, instance=instance,
+        run_config=request.run_config,
+        tags=request.tags,
+        instance=instance,
         resources=export_resources(history, store_dir, tmp_path / "work"),
     )
     assert result.success
@@ -134,7 +155,9 @@ def test_without_smtp_the_report_is_still_published(history, instance, tmp_path,
     assert any("email delivery skipped: EXPORT_SMTP_HOST is not set" in m for m in logs)
 
 
-def test_failed_delivery_is_retried_then_the_owner_is_told(history, instance, tmp_path, monkeypatch):
+def test_failed_delivery_is_retried_then_the_owner_is_told(
+    history, instance, tmp_path, monkeypatch
+):
     from export_pipelines.recurring import report_failure_sensor
 
     store_dir = tmp_path / "exports"
@@ -145,24 +168,42 @@ def test_failed_delivery_is_retried_then_the_owner_is_told(history, instance, tm
         monkeypatch.setenv("EXPORT_SMTP_FROM", "reports@export-pipelines.test")
         # Every recipient refused: the send fails on each of the three attempts.
         sub_id = request.tags["export/subscription"]
-        recipients = json.loads(history.scalar("SELECT email_recipients FROM report_subscriptions WHERE id = :id", {"id": sub_id}))
+        recipients = json.loads(
+            history.scalar(
+                "SELECT email_recipients FROM report_subscriptions WHERE id = :id", {"id": sub_id}
+            )
+        )
         smtp.handler.refuse.update(r.lower() for r in recipients)
         result = deliver_report_job.execute_in_process(
-            run_config=request.run_config, tags=request.tags, instance=instance,
-            resources=export_resources(history, store_dir, tmp_path / "work"), raise_on_error=False,
+            run_config=request.run_config,
+            tags=request.tags,
+            instance=instance,
+            resources=export_resources(history, store_dir, tmp_path / "work"),
+            raise_on_error=False,
         )
         assert not result.success
-        retries = [e for e in instance.all_logs(result.run_id) if e.dagster_event and e.dagster_event.event_type_value == "STEP_UP_FOR_RETRY"]
+        retries = [
+            e
+            for e in instance.all_logs(result.run_id)
+            if e.dagster_event and e.dagster_event.event_type_value == "STEP_UP_FOR_RETRY"
+        ]
         assert len(retries) == 2
-        failure = next(e for e in instance.all_logs(result.run_id) if e.dagster_event and e.dagster_event.event_type_value == "PIPELINE_FAILURE")
+        failure = next(
+            e
+            for e in instance.all_logs(result.run_id)
+            if e.dagster_event and e.dagster_event.event_type_value == "PIPELINE_FAILURE"
+        )
         with dg.build_run_status_sensor_context(
-            sensor_name=report_failure_sensor.name, dagster_instance=instance,
-            dagster_run=instance.get_run_by_id(result.run_id), dagster_event=failure.dagster_event,
+            sensor_name=report_failure_sensor.name,
+            dagster_instance=instance,
+            dagster_run=instance.get_run_by_id(result.run_id),
+            dagster_event=failure.dagster_event,
             resources={"source": SourceResource(url=history.url)},
         ) as context:
             report_failure_sensor(context.for_run_failure())
         owner = history.scalar(
-            "SELECT u.email FROM report_subscriptions s JOIN users u ON u.id = s.user_id WHERE s.id = :id", {"id": sub_id}
+            "SELECT u.email FROM report_subscriptions s JOIN users u ON u.id = s.user_id WHERE s.id = :id",
+            {"id": sub_id},
         )
         told = [m for m in smtp.received if m.rcpt_tos == [owner]]
     assert len(told) == 1 and "Delivery failed" in told[0].message["Subject"]

@@ -14,9 +14,9 @@ import pytest
 
 from export_pipelines.on_demand import (
     REQUEST_TAG,
+    expire_exports_job,
     export_request_failure_sensor,
     export_requests_sensor,
-    expire_exports_job,
     serve_export_request_job,
 )
 from export_pipelines.requests.ledger import RequestLedger
@@ -85,14 +85,23 @@ def test_valid_request_is_served_once_and_written_back(env, instance):
     db, ledger, resources, store_dir = env
     user = a_user(db, admin=False)
     org = user["organization_id"]
-    project = db.scalar("SELECT id FROM projects WHERE organization_id = :org ORDER BY id", {"org": org})
+    project = db.scalar(
+        "SELECT id FROM projects WHERE organization_id = :org ORDER BY id", {"org": org}
+    )
     request_id = ledger.insert(
         org,
         user["id"],
         "SCAN_RESULTS",
         "CSV",
-        filters={"date_from": FIRST_DAY.isoformat(), "date_to": LAST_DAY.isoformat(), "project_ids": [project]},
-        parameters={"delimiter": ";", "columns": ["scan_id", "project_id", "dcs_score", "scanned_at", "organization_id"]},
+        filters={
+            "date_from": FIRST_DAY.isoformat(),
+            "date_to": LAST_DAY.isoformat(),
+            "project_ids": [project],
+        },
+        parameters={
+            "delimiter": ";",
+            "columns": ["scan_id", "project_id", "dcs_score", "scanned_at", "organization_id"],
+        },
     )
 
     result = tick(instance, db)
@@ -137,9 +146,17 @@ REJECTIONS = [
     ("admin only", {"export_type": "audit_log_export"}, "admins only"),
     ("bad filter name", {"filters": {"since": "2026-03-01"}}, "unknown filter since"),
     ("bad date", {"filters": {"date_from": "March 1st"}}, "date_from must be a date"),
-    ("reversed range", {"filters": {"date_from": "2026-03-04", "date_to": "2026-03-01"}}, "is after date_to"),
+    (
+        "reversed range",
+        {"filters": {"date_from": "2026-03-04", "date_to": "2026-03-01"}},
+        "is after date_to",
+    ),
     ("future", {"filters": {"date_to": "2999-01-01"}}, "in the future"),
-    ("foreign project", {"filters": {"project_ids": ["not-a-project-of-ours"]}}, "not found in this organization"),
+    (
+        "foreign project",
+        {"filters": {"project_ids": ["not-a-project-of-ours"]}},
+        "not found in this organization",
+    ),
     ("bad parameters", {"parameters": {"delimiter": ";;"}}, "delimiter must be one character"),
     ("unknown column", {"parameters": {"columns": ["password"]}}, "unknown column password"),
     ("malformed json", {"filters": "{not json"}, "filters is not valid JSON"),
@@ -147,22 +164,36 @@ REJECTIONS = [
 
 
 @pytest.mark.parametrize("case,change,message", REJECTIONS, ids=[r[0] for r in REJECTIONS])
-def test_invalid_requests_are_rejected_with_a_reason_and_no_run(env, instance, case, change, message):
+def test_invalid_requests_are_rejected_with_a_reason_and_no_run(
+    env, instance, case, change, message
+):
     db, ledger, resources, _ = env
     user = a_user(db, admin=False)
-    fields = {"export_type": "scan_results", "export_format": "CSV", "filters": None, "parameters": None}
+    fields = {
+        "export_type": "scan_results",
+        "export_format": "CSV",
+        "filters": None,
+        "parameters": None,
+    }
     fields.update(change)
     if case == "admin only" and "audit_log_export" not in _catalog():
         pytest.skip("audit_log_export is not in the catalog yet")
-    request_id = ledger.insert(user["organization_id"], user["id"], fields["export_type"], fields["export_format"])
+    request_id = ledger.insert(
+        user["organization_id"], user["id"], fields["export_type"], fields["export_format"]
+    )
     for column in ("filters", "parameters"):
         if fields[column] is not None:
             raw = fields[column] if isinstance(fields[column], str) else json.dumps(fields[column])
-            db.execute(f"UPDATE export_requests SET {column} = :v WHERE id = :id", {"v": raw, "id": request_id})
+            db.execute(
+                f"UPDATE export_requests SET {column} = :v WHERE id = :id",
+                {"v": raw, "id": request_id},
+            )
     good_id = ledger.insert(user["organization_id"], user["id"], "scan_results", "JSON")
 
     result = tick(instance, db)
-    assert [r.run_key for r in result.run_requests] == [good_id], "the valid request is still served"
+    assert [r.run_key for r in result.run_requests] == [good_id], (
+        "the valid request is still served"
+    )
     row = ledger.get(request_id)
     assert row["status"] == "FAILED"
     assert message in row["error_message"]
@@ -189,15 +220,23 @@ def test_size_limit_and_rate_limit(env, instance, monkeypatch):
     db, ledger, _, _ = env
     user = a_user(db, admin=False)
     monkeypatch.setenv("EXPORT_MAX_REQUEST_BYTES", "1000")
-    big = ledger.insert(user["organization_id"], user["id"], "scan_results", "CSV",
-                        filters={"date_from": FIRST_DAY.isoformat(), "date_to": LAST_DAY.isoformat()})
+    big = ledger.insert(
+        user["organization_id"],
+        user["id"],
+        "scan_results",
+        "CSV",
+        filters={"date_from": FIRST_DAY.isoformat(), "date_to": LAST_DAY.isoformat()},
+    )
     result = tick(instance, db)
     message = ledger.get(big)["error_message"]
     assert "exceeds the limit" in message and "rows" in message
 
     monkeypatch.delenv("EXPORT_MAX_REQUEST_BYTES")
     monkeypatch.setenv("EXPORT_REQUESTS_PER_HOUR", "2")
-    ids = [ledger.insert(user["organization_id"], user["id"], "credit_usage_report", "JSON") for _ in range(2)]
+    ids = [
+        ledger.insert(user["organization_id"], user["id"], "credit_usage_report", "JSON")
+        for _ in range(2)
+    ]
     result = tick(instance, db, cursor=result.cursor)
     statuses = [ledger.get(i)["status"] for i in ids]
     # The big request counts too: the second of these is the user's third in the hour.
@@ -219,7 +258,9 @@ def test_failed_run_marks_request_failed_with_retries(env, instance, tmp_path):
     assert not outcome.success
 
     failure = next(
-        e for e in instance.all_logs(outcome.run_id) if e.dagster_event and e.dagster_event.event_type_value == "PIPELINE_FAILURE"
+        e
+        for e in instance.all_logs(outcome.run_id)
+        if e.dagster_event and e.dagster_event.event_type_value == "PIPELINE_FAILURE"
     )
     with dg.build_run_status_sensor_context(
         sensor_name=export_request_failure_sensor.name,
@@ -233,7 +274,9 @@ def test_failed_run_marks_request_failed_with_retries(env, instance, tmp_path):
     assert row["status"] == "FAILED"
     assert row["retry_count"] == 2
     assert "NotADirectoryError" in row["error_message"] and "not-a-folder" in row["error_message"]
-    actions = db.fetch_table("SELECT action FROM audit_log WHERE target_id = :id", {"id": request_id})
+    actions = db.fetch_table(
+        "SELECT action FROM audit_log WHERE target_id = :id", {"id": request_id}
+    )
     assert actions.column("action").to_pylist() == ["export.failed"]
 
 
@@ -245,8 +288,10 @@ def test_expiry_deletes_files_and_marks_expired(env, instance):
     folder = store_dir / "requests" / request_id
     assert (folder / "manifest.json").exists()
 
-    db.execute("UPDATE export_requests SET expires_at = :past WHERE id = :id",
-               {"past": dt.datetime(2020, 1, 1), "id": request_id})
+    db.execute(
+        "UPDATE export_requests SET expires_at = :past WHERE id = :id",
+        {"past": dt.datetime(2020, 1, 1), "id": request_id},
+    )
     result = expire_exports_job.execute_in_process(instance=instance, resources=resources)
     assert result.success
     assert ledger.get(request_id)["status"] == "EXPIRED"
@@ -263,9 +308,7 @@ def test_export_statistics_summarise_the_ledger(env, instance):
     result = tick(instance, db)
     assert run(instance, result.run_requests[0], resources).success
 
-    table = export_statistics_table(
-        db.fetch_table("SELECT * FROM export_requests").to_pandas()
-    )
+    table = export_statistics_table(db.fetch_table("SELECT * FROM export_requests").to_pandas())
     completed = table[table["status"] == "COMPLETED"].iloc[0]
     assert completed["requests"] == 1 and completed["export_type"] == "scan_results"
     assert completed["bytes_delivered"] == ledger.get(served)["file_size"]

@@ -44,14 +44,18 @@ def test_assets_publish_to_s3_and_verify(s3_resources, sqlite_source, instance):
     partition = ExportPartition(org, DEMO_DAY)
     instance.add_dynamic_partitions(organizations.name, [org])
     assert dg.materialize(
-        export_assets(CATALOG["scan_results"]), partition_key=partition.key,
-        instance=instance, resources=resources,
+        export_assets(CATALOG["scan_results"]),
+        partition_key=partition.key,
+        instance=instance,
+        resources=resources,
     ).success
 
     client = S3Resource().get_client()
     prefix = url.split("/", 3)[3]
     manifest = json.loads(
-        client.get_object(Bucket=BUCKET, Key=f"{prefix}/{partition.folder('scan_results')}/manifest.json")["Body"].read()
+        client.get_object(
+            Bucket=BUCKET, Key=f"{prefix}/{partition.folder('scan_results')}/manifest.json"
+        )["Body"].read()
     )
     assert manifest["row_count"] > 0 and len(manifest["files"]) == 3
     for entry in manifest["files"]:
@@ -61,27 +65,42 @@ def test_assets_publish_to_s3_and_verify(s3_resources, sqlite_source, instance):
     assert cli(["verify", url]) == 0
 
 
-def test_request_gets_a_presigned_link_that_downloads_then_expires(s3_resources, sqlite_source, instance):
+def test_request_gets_a_presigned_link_that_downloads_then_expires(
+    s3_resources, sqlite_source, instance
+):
     url, resources = s3_resources
     sqlite_source.execute("DELETE FROM export_requests")
     ledger = RequestLedger(sqlite_source)
     user = a_user(sqlite_source, admin=False)
-    request_id = ledger.insert(user["organization_id"], user["id"], "credit_usage_report", "JSON",
-                               filters={"date_from": "2026-03-01", "date_to": "2026-03-04"})
+    request_id = ledger.insert(
+        user["organization_id"],
+        user["id"],
+        "credit_usage_report",
+        "JSON",
+        filters={"date_from": "2026-03-01", "date_to": "2026-03-04"},
+    )
     assert run(instance, tick(instance, sqlite_source).run_requests[0], resources).success
 
     row = ledger.get(request_id)
     assert row["status"] == "COMPLETED" and row["file_path"].startswith("http://127.0.0.1")
     with urllib.request.urlopen(row["file_path"], timeout=10) as response:
         body = response.read()
-    assert hashlib.sha256(body).hexdigest() == row["checksum_sha256"] and len(body) == row["file_size"]
+    assert (
+        hashlib.sha256(body).hexdigest() == row["checksum_sha256"] and len(body) == row["file_size"]
+    )
     assert len(json.loads(body)) == row["row_count"]
     assert cli(["verify", f"{url}/requests/{request_id}"]) == 0
 
-    sqlite_source.execute("UPDATE export_requests SET expires_at = :past WHERE id = :id",
-                          {"past": dt.datetime(2020, 1, 1), "id": request_id})
+    sqlite_source.execute(
+        "UPDATE export_requests SET expires_at = :past WHERE id = :id",
+        {"past": dt.datetime(2020, 1, 1), "id": request_id},
+    )
     assert expire_exports_job.execute_in_process(instance=instance, resources=resources).success
     assert ledger.get(request_id)["status"] == "EXPIRED"
     prefix = url.split("/", 3)[3]
-    listed = S3Resource().get_client().list_objects_v2(Bucket=BUCKET, Prefix=f"{prefix}/requests/{request_id}/")
+    listed = (
+        S3Resource()
+        .get_client()
+        .list_objects_v2(Bucket=BUCKET, Prefix=f"{prefix}/requests/{request_id}/")
+    )
     assert listed.get("KeyCount", 0) == 0

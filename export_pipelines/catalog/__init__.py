@@ -41,7 +41,15 @@ def get_spec(export_type: str) -> ExportSpec:
 
 
 __all__ = [
-    "Access", "Aggregate", "CATALOG", "ExportSpec", "Kind", "SPECS", "Window", "WindowKind", "get_spec",
+    "Access",
+    "Aggregate",
+    "CATALOG",
+    "ExportSpec",
+    "Kind",
+    "SPECS",
+    "Window",
+    "WindowKind",
+    "get_spec",
 ]
 
 

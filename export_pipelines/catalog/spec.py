@@ -9,10 +9,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow as pa
+
 from export_pipelines.columns import Column, arrow_schema
 from export_pipelines.render import ExportFormat
-
-import pyarrow as pa
 
 
 class WindowKind(str, enum.Enum):

@@ -65,7 +65,9 @@ class RequestLedger:
     # -- reads -----------------------------------------------------------------------------
 
     def get(self, request_id: str) -> dict[str, Any] | None:
-        rows = self.db.fetch_rows("SELECT * FROM export_requests WHERE id = :id", {"id": request_id})
+        rows = self.db.fetch_rows(
+            "SELECT * FROM export_requests WHERE id = :id", {"id": request_id}
+        )
         return rows[0] if rows else None
 
     def pending_after(self, cursor: Cursor, limit: int = 50) -> list[dict[str, Any]]:
@@ -134,7 +136,13 @@ class RequestLedger:
         self.db.execute(
             "UPDATE export_requests SET status = :status, error_message = :message, "
             "completed_at = :now WHERE id = :id AND status = :pending",
-            {"status": FAILED, "message": message, "now": utc_now(), "id": request_id, "pending": PENDING},
+            {
+                "status": FAILED,
+                "message": message,
+                "now": utc_now(),
+                "id": request_id,
+                "pending": PENDING,
+            },
         )
 
     def start(self, request_id: str, run_id: str, attempt: int) -> None:
@@ -142,7 +150,13 @@ class RequestLedger:
             "UPDATE export_requests SET status = :status, started_at = :now, run_id = :run, "
             "progress_percentage = 5, retry_count = :attempt, error_message = NULL "
             "WHERE id = :id",
-            {"status": PROCESSING, "now": utc_now(), "run": run_id, "attempt": attempt, "id": request_id},
+            {
+                "status": PROCESSING,
+                "now": utc_now(),
+                "run": run_id,
+                "attempt": attempt,
+                "id": request_id,
+            },
         )
 
     def progress(self, request_id: str, percentage: int) -> None:

@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 
 from export_pipelines.catalog.spec import Kind
 from export_pipelines.manifest import PublishedFile, publish_folder
+from export_pipelines.render import ExportFormat, RenderedFile, render
 from export_pipelines.requests.validation import ValidRequest
 from export_pipelines.source.database import SourceDatabase
 from export_pipelines.stages import (
@@ -31,7 +32,6 @@ from export_pipelines.stages import (
     report_context,
     transform_partition,
 )
-from export_pipelines.render import ExportFormat, RenderedFile, render
 from export_pipelines.store import Store, sha256_file
 
 
@@ -107,7 +107,9 @@ def render_range(
                 totals.add(batch)
             else:
                 totals.rows += batch.num_rows
-    stem = f"{spec.key}_{path_segment(request.organization_id)}_{request.date_from}_{request.date_to}"
+    stem = (
+        f"{spec.key}_{path_segment(request.organization_id)}_{request.date_from}_{request.date_to}"
+    )
     context = report_context(
         spec,
         request.organization_id,
@@ -157,7 +159,9 @@ def build_deliverable(
     folder = request_folder(request.id)
     with tempfile.TemporaryDirectory(dir=work.root, prefix=".request-") as scratch:
         if request.spec.kind is Kind.ORGANIZATION_BUNDLE:
-            rendered, built, reused = _organization_bundle(request, db, work, Path(scratch), progress)
+            rendered, built, reused = _organization_bundle(
+                request, db, work, Path(scratch), progress
+            )
         else:
             rendered, built, reused = render_range(request, db, work, Path(scratch))
         progress(80)
@@ -191,16 +195,29 @@ def _organization_bundle(
         "date_from": request.date_from.isoformat(),
         "date_to": request.date_to.isoformat(),
         "parts": [
-            {"export_type": key, "name": f.path.name, "rows": f.rows,
-             "bytes": f.path.stat().st_size, "sha256": sha256_file(f.path)}
+            {
+                "export_type": key,
+                "name": f.path.name,
+                "rows": f.rows,
+                "bytes": f.path.stat().st_size,
+                "sha256": sha256_file(f.path),
+            }
             for key, f in parts
         ],
     }
-    path = scratch / f"organization_bundle_{path_segment(request.organization_id)}_{request.date_from}_{request.date_to}.zip"
+    path = (
+        scratch
+        / f"organization_bundle_{path_segment(request.organization_id)}_{request.date_from}_{request.date_to}.zip"
+    )
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr(zip_entry("manifest.json"), json.dumps(manifest, indent=2, ensure_ascii=False))
+        archive.writestr(
+            zip_entry("manifest.json"), json.dumps(manifest, indent=2, ensure_ascii=False)
+        )
         for key, rendered in parts:
-            with open(rendered.path, "rb") as source, archive.open(zip_entry(f"{key}/{rendered.path.name}"), "w") as target:
+            with (
+                open(rendered.path, "rb") as source,
+                archive.open(zip_entry(f"{key}/{rendered.path.name}"), "w") as target,
+            ):
                 shutil.copyfileobj(source, target, 1 << 20)
     rows = sum(f.rows for _, f in parts)
     return RenderedFile(path, BUNDLE_FORMAT, rows), sorted(built), sorted(reused)
@@ -221,13 +238,24 @@ def _user_data_deliverable(
     stem = f"user_data_export_{path_segment(user_id)}_{request.date_to}"
     with tempfile.TemporaryDirectory(dir=work.root, prefix=".request-") as scratch:
         files, cover = build_user_export(
-            db, Path(scratch), request.organization_id, user_id, request.date_to, [request.format], stem
+            db,
+            Path(scratch),
+            request.organization_id,
+            user_id,
+            request.date_to,
+            [request.format],
+            stem,
         )
         progress(80)
         rows = sum(s["rows"] for s in cover["sections"])
         header = manifest_header(
-            request.spec, request.organization_id, rows, run_id, date=None,
-            request_id=request.id, extra={"user_id": user_id, "date_to": request.date_to.isoformat()},
+            request.spec,
+            request.organization_id,
+            rows,
+            run_id,
+            date=None,
+            request_id=request.id,
+            extra={"user_id": user_id, "date_to": request.date_to.isoformat()},
         )
         manifest, published = publish_folder(store, request_folder(request.id), files, header)
     return Deliverable(request.id, request_folder(request.id), published[0], manifest, [], [])

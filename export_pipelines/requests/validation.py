@@ -76,7 +76,9 @@ def _json_object(text: Any, what: str) -> dict[str, Any]:
     try:
         value = json.loads(text) if isinstance(text, str) else text
     except json.JSONDecodeError as error:
-        raise RequestRejected(f"{what} is not valid JSON ({error.msg} at position {error.pos})")
+        raise RequestRejected(
+            f"{what} is not valid JSON ({error.msg} at position {error.pos})"
+        ) from None
     if not isinstance(value, dict):
         raise RequestRejected(f"{what} must be a JSON object, got {type(value).__name__}")
     return value
@@ -119,7 +121,12 @@ def parse_filters(raw: Any, spec: ExportSpec, today: dt.date) -> dict[str, Any]:
     user_id = filters.get("user_id")
     if user_id is not None and not isinstance(user_id, str):
         raise RequestRejected("filter user_id must be a user id string")
-    return {"date_from": date_from, "date_to": date_to, "project_ids": project_ids, "user_id": user_id}
+    return {
+        "date_from": date_from,
+        "date_to": date_to,
+        "project_ids": project_ids,
+        "user_id": user_id,
+    }
 
 
 def parse_parameters(raw: Any, spec: ExportSpec) -> tuple[RenderOptions, tuple[str, ...] | None]:
@@ -130,8 +137,10 @@ def parse_parameters(raw: Any, spec: ExportSpec) -> tuple[RenderOptions, tuple[s
             f"unknown parameter {', '.join(unknown)}; allowed: {', '.join(sorted(PARAMETER_KEYS))}"
         )
     delimiter = params.get("delimiter", ",")
-    if not isinstance(delimiter, str) or len(delimiter) != 1 or delimiter in "\"\r\n":
-        raise RequestRejected(f"parameter delimiter must be one character (not a quote or newline), got {delimiter!r}")
+    if not isinstance(delimiter, str) or len(delimiter) != 1 or delimiter in '"\r\n':
+        raise RequestRejected(
+            f"parameter delimiter must be one character (not a quote or newline), got {delimiter!r}"
+        )
     for flag in ("bom", "formula_guard"):
         if flag in params and not isinstance(params[flag], bool):
             raise RequestRejected(f"parameter {flag} must be true or false, got {params[flag]!r}")
@@ -141,10 +150,16 @@ def parse_parameters(raw: Any, spec: ExportSpec) -> tuple[RenderOptions, tuple[s
         raise RequestRejected(f"parameter {error}") from None
     row_limit = params.get("pdf_row_limit", 100_000)
     if not isinstance(row_limit, int) or isinstance(row_limit, bool) or row_limit < 1:
-        raise RequestRejected(f"parameter pdf_row_limit must be a positive integer, got {row_limit!r}")
+        raise RequestRejected(
+            f"parameter pdf_row_limit must be a positive integer, got {row_limit!r}"
+        )
     columns = params.get("columns")
     if columns is not None:
-        if not isinstance(columns, list) or not columns or not all(isinstance(c, str) for c in columns):
+        if (
+            not isinstance(columns, list)
+            or not columns
+            or not all(isinstance(c, str) for c in columns)
+        ):
             raise RequestRejected("parameter columns must be a non-empty list of column names")
         unknown_columns = [c for c in columns if c not in spec.column_names]
         if unknown_columns:
@@ -163,7 +178,9 @@ def parse_parameters(raw: Any, spec: ExportSpec) -> tuple[RenderOptions, tuple[s
     return options, columns
 
 
-def estimate_rows(db: SourceDatabase, spec: ExportSpec, organization_id: str, window: Window, extra: dict) -> int:
+def estimate_rows(
+    db: SourceDatabase, spec: ExportSpec, organization_id: str, window: Window, extra: dict
+) -> int:
     params = {**spec.parameters, **extra, "org_id": organization_id, "window_end": window.end}
     if spec.window is WindowKind.EVENT:
         params["window_start"] = window.start
@@ -216,12 +233,16 @@ def validate(
         raise RequestRejected(f"filter user_id applies to user_data_export only, not {spec.key}")
 
     if filters["project_ids"]:
-        found = db.fetch_table(
-            "SELECT id FROM projects WHERE organization_id = :org AND id IN ("
-            + ", ".join(f":p{i}" for i in range(len(filters["project_ids"])))
-            + ")",
-            {"org": org_id, **{f"p{i}": p for i, p in enumerate(filters["project_ids"])}},
-        ).column("id").to_pylist()
+        found = (
+            db.fetch_table(
+                "SELECT id FROM projects WHERE organization_id = :org AND id IN ("
+                + ", ".join(f":p{i}" for i in range(len(filters["project_ids"])))
+                + ")",
+                {"org": org_id, **{f"p{i}": p for i, p in enumerate(filters["project_ids"])}},
+            )
+            .column("id")
+            .to_pylist()
+        )
         missing = [p for p in filters["project_ids"] if p not in set(found)]
         if missing:
             raise RequestRejected(

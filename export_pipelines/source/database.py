@@ -195,9 +195,7 @@ class SourceDatabase:
         typed = f"SELECT {select} FROM ({sql}) AS q"
         if self.dialect == "postgresql":
             return typed
-        witness = ", ".join(
-            f"{_SQLITE_WITNESS[c.type]} AS {quote_ident(c.name)}" for c in columns
-        )
+        witness = ", ".join(f"{_SQLITE_WITNESS[c.type]} AS {quote_ident(c.name)}" for c in columns)
         # UNION ALL runs its arms in order, so the witness is the first row read.
         return f"SELECT {witness} UNION ALL SELECT * FROM ({typed})"
 
