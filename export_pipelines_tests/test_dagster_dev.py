@@ -160,3 +160,72 @@ def test_request_inserted_with_the_cli_is_completed_by_the_daemon(dagster_dev):
         "SELECT file_path, row_count FROM export_requests WHERE id = :id", {"id": request_id}
     )[0]
     assert Path(row["file_path"]).is_file()
+
+
+BACKFILL_MUTATION = """
+mutation Launch($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+    ... on InvalidSubsetError { message }
+  }
+}
+"""
+BACKFILL_STATUS = """
+query Status($id: String!) {
+  partitionBackfillOrError(backfillId: $id) { ... on PartitionBackfill { status } }
+  runsOrError(filter: {tags: [{key: "dagster/backfill", value: $id}]}) {
+    ... on Runs { results { runId status } }
+  }
+}
+"""
+
+
+def graphql_vars(port: int, query: str, variables: dict) -> dict:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        data=json.dumps({"query": query, "variables": variables}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())["data"]
+
+
+def test_ui_backfill_of_one_organization_batches_days_into_few_runs(dagster_dev):
+    """What the UI's "Launch backfill" does, through the same GraphQL, served by the daemon."""
+    from export_pipelines.source.database import SourceDatabase
+
+    db = SourceDatabase(f"sqlite:///{dagster_dev['base'] / 'data' / 'source.db'}")
+    org = db.fetch_table("SELECT id FROM organizations ORDER BY id").column("id")[0].as_py()
+    today = dt.datetime.now(dt.timezone.utc).date()
+    first, last = today - dt.timedelta(days=20), today - dt.timedelta(days=1)
+    selection = [
+        {
+            "assetKey": {"path": ["audit_log_export", stage]},
+            "partitions": {"ranges": [{"start": f"{first}|{org}", "end": f"{last}|{org}"}]},
+        }
+        for stage in ("extract", "transform", "render", "publish")
+    ]
+    launched = graphql_vars(
+        dagster_dev["port"], BACKFILL_MUTATION, {"params": {"partitionsByAssets": selection}}
+    )["launchPartitionBackfill"]
+    assert launched["__typename"] == "LaunchBackfillSuccess", launched
+    backfill_id = launched["backfillId"]
+
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        state = graphql_vars(dagster_dev["port"], BACKFILL_STATUS, {"id": backfill_id})
+        status = state["partitionBackfillOrError"]["status"]
+        if status in ("COMPLETED", "COMPLETED_SUCCESS", "FAILED", "COMPLETED_FAILED", "CANCELED"):
+            break
+        time.sleep(3)
+    runs = state["runsOrError"]["results"]
+    assert status in ("COMPLETED", "COMPLETED_SUCCESS"), (status, runs)
+    assert runs and all(r["status"] == "SUCCESS" for r in runs)
+    assert len(runs) <= 2, f"20 days of one organization took {len(runs)} runs"
+
+    store = dagster_dev["base"] / "exports" / "audit_log_export"
+    folders = sorted(p.parent.name for p in store.rglob("manifest.json"))
+    assert folders == [f"date={first + dt.timedelta(days=i)}" for i in range(20)]
+    assert {p.parent.parent.name for p in store.rglob("manifest.json")} == {f"org={org}"}
