@@ -28,10 +28,25 @@ all_exports_job = dg.define_asset_job(
     description="Extract, transform, render and publish every export type for the chosen partitions.",
 )
 
+# The data team's view of the on-demand service, refreshed every hour.
+statistics_job = dg.define_asset_job("export_statistics_job", selection=[export_statistics])
+statistics_schedule = dg.ScheduleDefinition(
+    job=statistics_job,
+    cron_schedule="45 * * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)
+
 defs = dg.Definitions(
     assets=[*export_assets, export_statistics],
-    jobs=[all_exports_job, serve_export_request_job, expire_exports_job, deliver_report_job],
-    schedules=[expire_exports_schedule, *report_schedules],
+    jobs=[
+        all_exports_job,
+        serve_export_request_job,
+        expire_exports_job,
+        deliver_report_job,
+        statistics_job,
+    ],
+    schedules=[expire_exports_schedule, statistics_schedule, *report_schedules],
     sensors=[
         organizations_sensor,
         export_requests_sensor,

@@ -172,3 +172,35 @@ def test_organization_sensor_adds_each_organization_once(sqlite_source, instance
     assert sorted(instance.get_dynamic_partitions(organizations.name)) == sorted(
         orgs + ["org-new-tenant"]
     )
+
+
+def test_a_failed_run_leaves_no_half_written_file(sqlite_source, instance, tmp_path, monkeypatch):
+    """A renderer dying mid-file: readers still see the previous complete publish only."""
+    from export_pipelines.render import csv as csv_renderer
+
+    from .conftest import export_resources
+
+    store_dir = tmp_path / "exports"
+    resources = export_resources(sqlite_source, store_dir, tmp_path / "work")
+    partition = ExportPartition(organization_ids(sqlite_source)[0], DEMO_DAY)
+    materialize("scan_results", partition, instance, resources)
+    folder = published_folder(store_dir, "scan_results", partition)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+
+    def dies_halfway(reader, path, options, context):
+        path.write_bytes(b"scan_id,organization_id\nhalf-a-row")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(csv_renderer, "write_csv", dies_halfway)
+    result = dg.materialize(
+        export_assets(CATALOG["scan_results"]),
+        partition_key=partition.key,
+        instance=instance,
+        resources=resources,
+        raise_on_error=False,
+    )
+    assert not result.success
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    leftovers = [p for p in store_dir.rglob("*") if p.is_file() and p.parent == store_dir / ".staging"]
+    assert leftovers == []
+    assert cli(["verify", str(store_dir)]) == 0
