@@ -369,7 +369,8 @@ class Totals:
                 out[agg.label] = self._maxs.get(agg.column)
             elif agg.function == "sum_by":
                 breakdown = self._breakdowns.get(agg.label, {})
-                out[agg.label] = dict(sorted(breakdown.items(), key=lambda kv: (-kv[1], kv[0])))
+                nonzero = {k: v for k, v in breakdown.items() if v}
+                out[agg.label] = dict(sorted(nonzero.items(), key=lambda kv: (-kv[1], kv[0])))
         return {k: _plain(v) for k, v in out.items()}
 
 
@@ -497,7 +498,6 @@ def report_context(
     organization_id: str,
     window: Window,
     totals: dict[str, Any],
-    rows: int,
     formats: Sequence[ExportFormat],
     stem: str,
 ) -> ReportContext:
@@ -505,9 +505,8 @@ def report_context(
         (f for f in (ExportFormat.CSV, ExportFormat.PARQUET, ExportFormat.JSONL) if f in formats),
         ExportFormat.CSV,
     )
-    summary = [("Rows", f"{rows:,}")] + [
-        (label, _display(value)) for label, value in totals.items()
-    ]
+    # The PDF states the row count itself; the summary adds the type's own totals.
+    summary = [(label, _display(value)) for label, value in totals.items()]
     return ReportContext(
         export_type=spec.key,
         title=spec.title,
@@ -553,7 +552,6 @@ def render_partition(
         partition.organization_id,
         partition.window,
         summary["totals"],
-        summary["rows"],
         formats,
         stem,
     )

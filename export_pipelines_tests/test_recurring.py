@@ -65,7 +65,7 @@ def row_count(name: str, data: bytes) -> int:
         return sum(sum(1 for _ in sheet.iter_rows(min_row=2)) for sheet in book.worksheets)
     if name.endswith(".pdf"):
         text = PdfReader(io.BytesIO(data)).pages[0].extract_text()
-        return int(re.search(r"^Rows ([\d,]+)$", text, re.MULTILINE).group(1).replace(",", ""))
+        return int(re.search(r"Rows\s+([\d,]+)", text).group(1).replace(",", ""))
     raise AssertionError(f"unexpected attachment {name}")
 
 

@@ -144,7 +144,7 @@ def test_numbers_are_right_aligned(tmp_path):
 @pytest.mark.parametrize(
     "kind,label,value,title",
     [
-        ("line", "at", "amount", "Sum of amount by at"),
+        ("line", "at", "amount", "Mean of amount by at"),
         ("bar", "category", "amount", "Sum of amount by category"),
         ("bar", "category", "name", "Rows by category"),
     ],
@@ -166,6 +166,14 @@ def test_chart_aggregation_is_bounded():
         chart.add(pa.record_batch([xs, pa.array([1.0] * 1_000)], schema=schema))
     assert len(chart.sums) <= pdf.MAX_CHART_KEYS
     assert sum(chart.sums.values()) == 20_000  # nothing lost by bucketing
+    assert sum(chart.counts.values()) == 20_000
+
+
+def test_line_chart_shows_the_mean_per_point():
+    schema = pa.schema([("x", pa.float64()), ("v", pa.float64())])
+    chart = pdf.ChartData(schema, ("x", "v", "line"))
+    chart.add(pa.record_batch([pa.array([1.0, 1.0, 2.0]), pa.array([10.0, 30.0, 5.0])], schema=schema))
+    assert dict(chart._line("DejaVuSans").data[0]) == {1.0: 20.0, 2.0: 5.0}
 
 
 def test_fonts_are_embedded(tmp_path):

@@ -7,8 +7,8 @@ set; the table follows, with its header row repeated on every page, numbers
 right-aligned, long text wrapped (at most `MAX_CELL_LINES` lines and `MAX_CELL_CHARS`
 characters per cell, cut with ``…``), times in UTC (``YYYY-MM-DD HH:MM:SS``), and a footer
 "Page N of M". Text is set in the DejaVu fonts shipped in ``fonts/``; characters DejaVu
-lacks (CJK, emoji) are drawn from a fallback font when one is found — an extra TTF in
-``fonts/`` or Debian's fonts-droid-fallback / fonts-symbola — else they show as boxes.
+lacks are drawn from the fallback fonts shipped beside them (Droid Sans Fallback for CJK,
+Symbola for emoji and symbols), or from Debian's copies of those fonts.
 
 Row limit: only the first `options.pdf_row_limit` rows are drawn. The total is known
 only at the end of the single-pass stream, so the renderer keeps reading (counting, and
@@ -132,7 +132,10 @@ def fonts() -> _FontSet:
     for name in _DEJAVU.values():
         pdfmetrics.registerFont(TTFont(name, str(FONT_DIR / f"{name}.ttf")))
     extra = sorted(p for p in FONT_DIR.glob("*.ttf") if p.stem not in _DEJAVU.values())
-    system = [Path(p) for p in _FALLBACK_FONT_FILES if Path(p).is_file()]
+    shipped = {p.name for p in extra}
+    system = [
+        Path(p) for p in _FALLBACK_FONT_FILES if Path(p).is_file() and Path(p).name not in shipped
+    ]
     return _FontSet([*extra, *system])
 
 
@@ -584,6 +587,10 @@ class ChartData:
         self.numeric_x = self.kind == "line" and (self.time_axis or _is_number(label_type))
         self.bucket = 0.0  # x-bucket width once there are too many distinct x values
         self.sums: dict[object, float] = {}
+        self.counts: dict[object, int] = {}
+        # A series over time shows the mean per point (a score, a balance); a distribution
+        # over categories shows the total per category.
+        self.averaging = self.numeric_x and not self.counting
         self.other = 0.0
 
     def add(self, batch: pa.RecordBatch) -> None:
@@ -605,13 +612,21 @@ class ChartData:
             keys = self._x(keys)
         elif not (pa.types.is_string(keys.type) or pa.types.is_large_string(keys.type)):
             keys = keys.cast(pa.string())
-        grouped = pa.table({"k": keys, "v": values}).group_by("k").aggregate([("v", "sum")])
-        sums = self.sums
-        for key, total in zip(grouped["k"].to_pylist(), grouped["v_sum"].to_pylist()):
+        grouped = (
+            pa.table({"k": keys, "v": values})
+            .group_by("k")
+            .aggregate([("v", "sum"), ("v", "count")])
+        )
+        sums, counts = self.sums, self.counts
+        for key, total, count in zip(
+            grouped["k"].to_pylist(), grouped["v_sum"].to_pylist(), grouped["v_count"].to_pylist()
+        ):
             if key in sums:
                 sums[key] += total
+                counts[key] += count
             elif self.numeric_x or len(sums) < MAX_CHART_KEYS:
                 sums[key] = total
+                counts[key] = count
             else:
                 self.other += total
         if self.numeric_x and len(sums) > MAX_CHART_KEYS:
@@ -638,15 +653,23 @@ class ChartData:
             self.bucket * 2 if self.bucket else max((high - low) / (MAX_CHART_KEYS / 2), 1e-9)
         )
         merged: dict[object, float] = {}
+        merged_counts: dict[object, int] = {}
         for key, total in self.sums.items():
             bucket = math.floor(key / self.bucket) * self.bucket  # type: ignore[operator]
             merged[bucket] = merged.get(bucket, 0.0) + total
-        self.sums = merged
+            merged_counts[bucket] = merged_counts.get(bucket, 0) + self.counts[key]
+        self.sums, self.counts = merged, merged_counts
         if len(self.sums) > MAX_CHART_KEYS:
             self._coarsen()
 
     def title(self) -> str:
-        what = "Rows" if self.counting else f"Sum of {self.value}"
+        what = (
+            "Rows"
+            if self.counting
+            else f"Mean of {self.value}"
+            if self.averaging
+            else f"Sum of {self.value}"
+        )
         per = f" per {self._bucket_label()}" if self.bucket else ""
         return f"{what} by {self.label}{per}"
 
@@ -675,7 +698,10 @@ class ChartData:
         return drawing
 
     def _line(self, font: str) -> LinePlot:
-        points = sorted(self.sums.items())
+        if self.averaging:
+            points = sorted((k, v / self.counts[k]) for k, v in self.sums.items() if self.counts[k])
+        else:
+            points = sorted(self.sums.items())
         chart = LinePlot()
         chart.data = [points]
         chart.lines[0].strokeColor = colors.Color(0.16, 0.38, 0.65)

@@ -99,25 +99,14 @@ def render_range(
         for d in request.days
     ]
     totals = Totals(spec)
-    if request.format is ExportFormat.PDF:
-        # The PDF's first page states the row count and totals: one extra pass over
-        # Parquet, cheap next to laying out pages.
+    if request.format is ExportFormat.PDF and request.columns is None:
+        # The PDF's first page states the type's totals: one extra pass over Parquet,
+        # cheap next to laying out pages.
         for batch in filtered(read_batches(sources, spec.schema), request):
-            if request.columns is None:
-                totals.add(batch)
-            else:
-                totals.rows += batch.num_rows
-    stem = (
-        f"{spec.key}_{path_segment(request.organization_id)}_{request.date_from}_{request.date_to}"
-    )
+            totals.add(batch)
+    stem = f"{spec.key}_{path_segment(request.organization_id)}_{request.date_from}_{request.date_to}"
     context = report_context(
-        spec,
-        request.organization_id,
-        request.window,
-        totals.values() if request.columns is None else {},
-        totals.rows,
-        [request.format],
-        stem,
+        spec, request.organization_id, request.window, totals.values(), [request.format], stem
     )
     reader = filtered(read_batches(sources, spec.schema), request)
     path = folder / f"{stem}.{request.format.extension}"
