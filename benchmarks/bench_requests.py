@@ -15,14 +15,10 @@ import argparse
 import datetime as dt
 import os
 import platform
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,44 +40,14 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {memory / 1024 / 1024:.0f} GiB RAM, Python {platform.python_version()}"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def latency_under_dagster_dev(runs: int) -> list[float]:
     """Seconds from `export-pipelines request` to COMPLETED, with the daemon doing the work."""
     from export_pipelines.requests.ledger import RequestLedger, parse_timestamp
     from export_pipelines.source.database import SourceDatabase
+    from export_pipelines_tests.dev_server import dagster_dev
 
-    base = Path(tempfile.mkdtemp(prefix="bench-dev-"))
-    port = free_port()
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(base / "home"),
-        "EXPORT_DATA_DIR": str(base / "data"),
-        "EXPORT_STORE_URL": str(base / "exports"),
-        "DAGSTER_PORT": str(port),
-    }
-    log = open(base / "dev.log", "w")
-    process = subprocess.Popen(
-        ["make", "--no-print-directory", "dev"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5)
-                break
-            except OSError:
-                time.sleep(1)
-        db = SourceDatabase(f"sqlite:///{base / 'data' / 'source.db'}")
+    with dagster_dev(Path(tempfile.mkdtemp(prefix="bench-dev-"))) as server:
+        db = SourceDatabase(f"sqlite:///{server['base'] / 'data' / 'source.db'}")
         ledger = RequestLedger(db)
         user = db.fetch_rows("SELECT id, organization_id FROM users ORDER BY id LIMIT 1")[0]
         yesterday = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
@@ -104,15 +70,6 @@ def latency_under_dagster_dev(runs: int) -> list[float]:
             latencies.append(time.monotonic() - started)
             assert parse_timestamp(row["completed_at"]) >= parse_timestamp(row["created_at"])
         return latencies
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(process.pid, sig)
-                process.wait(timeout=20)
-                break
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                continue
-        log.close()
 
 
 def year_request(events_per_day: int) -> dict[str, float]:

@@ -282,54 +282,57 @@ class UserDataConfig(dg.Config):
     formats: list[ExportFormat] = ["JSON"]  # Dagster serialises enum defaults by name
 
 
+STAGES = ("extract", "transform", "render", "publish")
+
+
+def stage_specs(
+    spec: ExportSpec,
+    descriptions: dict[str, str],
+    kinds: dict[str, str],
+    extract_deps: Sequence[dg.AssetKey] = (),
+    tags: dict[str, str] | None = None,
+) -> list[dg.AssetSpec]:
+    """The four stage assets of a bundle type, computed together by one multi-asset."""
+    keys = [dg.AssetKey([spec.key, stage]) for stage in STAGES]
+    common = dict(
+        group_name=spec.key,
+        partitions_def=export_partitions,
+        owners=list(spec.owners),
+        code_version=spec.code_version,
+        tags={"export_type": spec.key, **(tags or {})},
+    )
+    return [
+        dg.AssetSpec(
+            key,
+            deps=list(extract_deps) if i == 0 else [keys[i - 1]],
+            description=descriptions[stage],
+            kinds={kinds[stage]},
+            **common,
+        )
+        for i, (stage, key) in enumerate(zip(STAGES, keys))
+    ]
+
+
 def user_bundle_assets(spec: ExportSpec) -> list[dg.AssetsDefinition]:
     """The GDPR export as one asset per stage: the person is named in the run config."""
     from export_pipelines.gdpr import build_user_export, subject_folder
     from export_pipelines.manifest import publish_folder
     from export_pipelines.stages import manifest_header
 
-    keys = {
-        stage: dg.AssetKey([spec.key, stage])
-        for stage in ("extract", "transform", "render", "publish")
-    }
-    common = dict(
-        group_name=spec.key,
-        partitions_def=export_partitions,
-        owners=list(spec.owners),
-        code_version=spec.code_version,
-        tags={"export_type": spec.key, "personal_data": "true"},
-    )
+    keys = {stage: dg.AssetKey([spec.key, stage]) for stage in STAGES}
 
     @dg.multi_asset(
-        specs=[
-            dg.AssetSpec(
-                keys["extract"],
-                description="The person's rows, one Parquet file per section.",
-                kinds={"sql"},
-                **common,
-            ),
-            dg.AssetSpec(
-                keys["transform"],
-                deps=[keys["extract"]],
-                description="Checked: every row names the person; none of anyone else.",
-                kinds={"pyarrow"},
-                **common,
-            ),
-            dg.AssetSpec(
-                keys["render"],
-                deps=[keys["transform"]],
-                description="JSON bundle (and CSV zip) with the Art. 15(1) cover document.",
-                kinds={"json"},
-                **common,
-            ),
-            dg.AssetSpec(
-                keys["publish"],
-                deps=[keys["render"]],
-                description=f"{spec.title} published under user_data_export/org=…/date=…/user=…/.",
-                kinds={"file"},
-                **common,
-            ),
-        ],
+        specs=stage_specs(
+            spec,
+            descriptions={
+                "extract": "The person's rows, one Parquet file per section.",
+                "transform": "Checked: every row names the person; none of anyone else.",
+                "render": "JSON bundle (and CSV zip) with the Art. 15(1) cover document.",
+                "publish": f"{spec.title} published under user_data_export/org=…/date=…/user=…/.",
+            },
+            kinds={"extract": "sql", "transform": "pyarrow", "render": "json", "publish": "file"},
+            tags={"personal_data": "true"},
+        ),
         partitions_def=export_partitions,
         can_subset=False,
     )
@@ -406,50 +409,22 @@ def organization_bundle_assets(spec: ExportSpec) -> list[dg.AssetsDefinition]:
     from export_pipelines.stages import manifest_header
 
     parts_specs = bundled_specs()
-    keys = {
-        stage: dg.AssetKey([spec.key, stage])
-        for stage in ("extract", "transform", "render", "publish")
-    }
-    common = dict(
-        group_name=spec.key,
-        partitions_def=export_partitions,
-        owners=list(spec.owners),
-        code_version=spec.code_version,
-        tags={"export_type": spec.key},
-    )
-    part_keys = [dg.AssetKey([s.key, "publish"]) for s in parts_specs]
+    keys = {stage: dg.AssetKey([spec.key, stage]) for stage in STAGES}
 
     @dg.multi_asset(
-        specs=[
-            dg.AssetSpec(
-                keys["extract"],
-                deps=part_keys,
-                description="Every table export published for the partition, verified against its manifest.",
-                kinds={"file"},
-                **common,
-            ),
-            dg.AssetSpec(
-                keys["transform"],
-                deps=[keys["extract"]],
-                description="The bundle's top-level manifest: parts, files, checksums.",
-                kinds={"json"},
-                **common,
-            ),
-            dg.AssetSpec(
-                keys["render"],
-                deps=[keys["transform"]],
-                description="One deterministic zip of every part.",
-                kinds={"zip"},
-                **common,
-            ),
-            dg.AssetSpec(
-                keys["publish"],
-                deps=[keys["render"]],
-                description="The bundle published under organization_bundle/org=…/date=…/ with manifest.json.",
-                kinds={"file"},
-                **common,
-            ),
-        ],
+        specs=stage_specs(
+            spec,
+            descriptions={
+                "extract": "Every table export published for the partition, verified against "
+                "its manifest.",
+                "transform": "The bundle's top-level manifest: parts, files, checksums.",
+                "render": "One deterministic zip of every part.",
+                "publish": "The bundle published under organization_bundle/org=…/date=…/ with "
+                "manifest.json.",
+            },
+            kinds={"extract": "file", "transform": "json", "render": "zip", "publish": "file"},
+            extract_deps=[dg.AssetKey([s.key, "publish"]) for s in parts_specs],
+        ),
         partitions_def=export_partitions,
         can_subset=False,
         backfill_policy=BACKFILL_POLICY,

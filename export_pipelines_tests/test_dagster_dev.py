@@ -3,94 +3,27 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
-import os
-import signal
-import socket
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from .dev_server import ASSET_QUERY, ROOT, graphql
+from .dev_server import dagster_dev as running_dagster_dev
+
 pytestmark = pytest.mark.slow
 
-ASSET_QUERY = """
-query { assetNodes { assetKey { path } groupName } }
-"""
 PARTITIONS_QUERY = """
 query { assetNodeOrError(assetKey: {path: ["scan_results", "extract"]}) {
   ... on AssetNode { partitionKeysByDimension { name partitionKeys } } } }
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def graphql(port: int, query: str) -> dict:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/graphql",
-        data=json.dumps({"query": query}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())["data"]
-
-
 @pytest.fixture(scope="module")
 def dagster_dev(tmp_path_factory):
-    """`make dev` in its own process group, against a fresh embedded default."""
-    base = tmp_path_factory.mktemp("dev")
-    port = free_port()
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(base / "home"),
-        "EXPORT_DATA_DIR": str(base / "data"),
-        "EXPORT_STORE_URL": str(base / "exports"),
-        "DAGSTER_PORT": str(port),
-    }
-    log = open(base / "dev.log", "w")
-    process = subprocess.Popen(
-        ["make", "--no-print-directory", "dev"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 240
-        while True:
-            try:
-                nodes = graphql(port, ASSET_QUERY)["assetNodes"]
-                if nodes:
-                    break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(
-                    f"dagster dev did not come up:\n{(base / 'dev.log').read_text()[-3000:]}"
-                )
-            time.sleep(2)
-        yield {"port": port, "env": env, "base": base}
-    finally:
-        # dagster dev may ignore SIGTERM on some paths: end the whole group, then insist.
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(process.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                process.wait(timeout=20)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        log.close()
+    with running_dagster_dev(tmp_path_factory.mktemp("dev")) as server:
+        yield server
 
 
 def test_ui_shows_both_export_groups_and_organization_partitions(dagster_dev):
@@ -182,16 +115,6 @@ query Status($id: String!) {
 """
 
 
-def graphql_vars(port: int, query: str, variables: dict) -> dict:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/graphql",
-        data=json.dumps({"query": query, "variables": variables}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())["data"]
-
-
 def test_ui_backfill_of_one_organization_batches_days_into_few_runs(dagster_dev):
     """What the UI's "Launch backfill" does, through the same GraphQL, served by the daemon."""
     from export_pipelines.source.database import SourceDatabase
@@ -207,7 +130,7 @@ def test_ui_backfill_of_one_organization_batches_days_into_few_runs(dagster_dev)
         }
         for stage in ("extract", "transform", "render", "publish")
     ]
-    launched = graphql_vars(
+    launched = graphql(
         dagster_dev["port"], BACKFILL_MUTATION, {"params": {"partitionsByAssets": selection}}
     )["launchPartitionBackfill"]
     assert launched["__typename"] == "LaunchBackfillSuccess", launched
@@ -215,7 +138,7 @@ def test_ui_backfill_of_one_organization_batches_days_into_few_runs(dagster_dev)
 
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
-        state = graphql_vars(dagster_dev["port"], BACKFILL_STATUS, {"id": backfill_id})
+        state = graphql(dagster_dev["port"], BACKFILL_STATUS, {"id": backfill_id})
         status = state["partitionBackfillOrError"]["status"]
         if status in ("COMPLETED", "COMPLETED_SUCCESS", "FAILED", "COMPLETED_FAILED", "CANCELED"):
             break
