@@ -318,3 +318,42 @@ def test_export_statistics_summarise_the_ledger(env, instance):
     outcome = dg.materialize([export_statistics], instance=instance, resources=resources)
     metadata = outcome.asset_materializations_for_node("operations__export_statistics")[0].metadata
     assert metadata["completed"].value == 1 and metadata["failed"].value == 1
+
+
+HOSTILE_VALUES = ["'; DROP TABLE users; --", "%", "_%' OR '1'='1", "Ωmega-组织-🚀", "x" * 10_000]
+
+
+def test_hostile_filter_values_are_refused_as_values(env, instance):
+    """Quotes, SQL, wildcards, unicode and huge strings: refused cleanly, nothing else harmed."""
+    db, ledger, _, _ = env
+    user = a_user(db, admin=False)
+    org = user["organization_id"]
+    users_before = db.scalar("SELECT count(*) FROM users")
+    ids = []
+    for value in HOSTILE_VALUES:
+        ids.append(
+            ledger.insert(org, user["id"], "scan_results", "CSV", filters={"project_ids": [value]})
+        )
+        ids.append(
+            ledger.insert(org, user["id"], "scan_results", "CSV", filters={"date_from": value})
+        )
+    good = ledger.insert(org, user["id"], "scan_results", "CSV")
+    result = tick(instance, db)
+    assert [r.run_key for r in result.run_requests] == [good]
+    for request_id in ids:
+        row = ledger.get(request_id)
+        assert row["status"] == "FAILED"
+        assert (
+            "not found in this organization" in row["error_message"]
+            or "must be a date" in row["error_message"]
+        )
+    assert db.scalar("SELECT count(*) FROM users") == users_before
+    # A project id that *is* in the organization still works next to the hostile ones.
+    project = db.scalar(
+        "SELECT id FROM projects WHERE organization_id = :org ORDER BY id", {"org": org}
+    )
+    mixed = ledger.insert(
+        org, user["id"], "scan_results", "CSV", filters={"project_ids": [project, "%"]}
+    )
+    tick(instance, db, cursor=result.cursor)
+    assert "%" in ledger.get(mixed)["error_message"]

@@ -34,6 +34,11 @@ def parse_timestamp(value: Any) -> dt.datetime | None:
     return stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.timezone.utc)
 
 
+def _bounded(message: str, limit: int = 2000) -> str:
+    """Messages quote what the user sent; a 10 MB filter value must not come back whole."""
+    return message if len(message) <= limit else message[: limit - 1] + "…"
+
+
 @dataclass(frozen=True)
 class Cursor:
     """Position in the ledger: requests are read in (created_at, id) order."""
@@ -199,7 +204,7 @@ class RequestLedger:
             "WHERE id = :id AND status IN (:pending, :processing)",
             {
                 "status": FAILED,
-                "message": message[:2000],
+                "message": _bounded(message),
                 "now": utc_now(),
                 "retries": retry_count,
                 "id": request_id,
