@@ -357,3 +357,5 @@ def test_hostile_filter_values_are_refused_as_values(env, instance):
     )
     tick(instance, db, cursor=result.cursor)
     assert "%" in ledger.get(mixed)["error_message"]
+    huge = ledger.get(ids[-2])["error_message"]
+    assert len(huge) <= 2000, "a huge hostile value is not echoed back whole"

@@ -143,7 +143,7 @@ class RequestLedger:
             "completed_at = :now WHERE id = :id AND status = :pending",
             {
                 "status": FAILED,
-                "message": message,
+                "message": _bounded(message),
                 "now": utc_now(),
                 "id": request_id,
                 "pending": PENDING,
