@@ -177,7 +177,7 @@ def _ours(fmt: str, source: Path, out: Path) -> int:
         as_of="2026-01-31T23:59:59Z",
         summary=(("Source", "benchmarks/bench_data.py"),),
         full_file_name="orders.csv.gz",
-        chart=("created_at", "amount", "line") if fmt == "PDF" else None,
+        chart=("scanned_at", "dcs_score", "line") if fmt == "PDF" else None,
     )
     rendered = render(ExportFormat(fmt), reader, out, RenderOptions(), context)
     return rendered.rows

@@ -200,3 +200,10 @@ def test_deterministic(tmp_path):
     assert renders_identically(
         ExportFormat.PDF, ctx_table, tmp_path, RenderOptions(pdf_row_limit=100)
     )
+
+
+def test_chart_of_a_missing_column_says_so_instead_of_failing(tmp_path):
+    ctx = context(chart=("no_such_column", "amount", "line"))
+    path, rows = render_file(ExportFormat.PDF, _table(5), tmp_path / "o.pdf", ctx=ctx)
+    assert rows == 5
+    assert "no_such_column" in _flat(_pages(path)[0])

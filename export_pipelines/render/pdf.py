@@ -578,20 +578,19 @@ class ChartData:
         self.label, self.value, self.kind = spec
         names = schema.names
         self.problem: str | None = None
-        if self.label not in names:
-            self.problem = f"chart label column {self.label!r} is not in the data"
-            return
-        label_type = schema.field(self.label).type
-        self.counting = self.value not in names or not _is_number(schema.field(self.value).type)
-        self.time_axis = pa.types.is_timestamp(label_type) or pa.types.is_date(label_type)
-        self.numeric_x = self.kind == "line" and (self.time_axis or _is_number(label_type))
         self.bucket = 0.0  # x-bucket width once there are too many distinct x values
         self.sums: dict[object, float] = {}
         self.counts: dict[object, int] = {}
+        self.other = 0.0
+        if self.label not in names:
+            self.problem = f"chart label column {self.label!r} is not in the data"
+        label_type = schema.field(self.label).type if not self.problem else pa.string()
+        self.counting = self.value not in names or not _is_number(schema.field(self.value).type)
+        self.time_axis = pa.types.is_timestamp(label_type) or pa.types.is_date(label_type)
+        self.numeric_x = self.kind == "line" and (self.time_axis or _is_number(label_type))
         # A series over time shows the mean per point (a score, a balance); a distribution
         # over categories shows the total per category.
         self.averaging = self.numeric_x and not self.counting
-        self.other = 0.0
 
     def add(self, batch: pa.RecordBatch) -> None:
         if self.problem or batch.num_rows == 0:
