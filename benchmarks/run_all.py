@@ -18,8 +18,12 @@ OUT = HERE / "out"
 def main() -> int:
     OUT.mkdir(exist_ok=True)
     python = sys.executable
-    subprocess.run([python, str(HERE / "bench_render.py"), "--out", str(OUT / "render.md")], check=True)
-    subprocess.run([python, str(HERE / "bench_requests.py"), "--out", str(OUT / "requests.md")], check=True)
+    subprocess.run(
+        [python, str(HERE / "bench_render.py"), "--out", str(OUT / "render.md")], check=True
+    )
+    subprocess.run(
+        [python, str(HERE / "bench_requests.py"), "--out", str(OUT / "requests.md")], check=True
+    )
     render = (OUT / "render.md").read_text(encoding="utf-8")
     render = render.replace("# Renderer benchmarks", "## Renderers", 1)
     parts = [

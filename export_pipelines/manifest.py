@@ -6,7 +6,6 @@ import datetime as dt
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from export_pipelines.render import RenderedFile
@@ -130,7 +129,3 @@ def verify_tree(store: Store, prefix: str = "") -> tuple[int, list[Problem]]:
     for folder in folders:
         problems.extend(verify_folder(store, folder))
     return len(folders), problems
-
-
-def local_file_entry(path: Path) -> dict[str, Any]:
-    return {"name": path.name, "bytes": path.stat().st_size, "sha256": sha256_file(path)}

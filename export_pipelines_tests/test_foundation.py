@@ -201,6 +201,8 @@ def test_a_failed_run_leaves_no_half_written_file(sqlite_source, instance, tmp_p
     )
     assert not result.success
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
-    leftovers = [p for p in store_dir.rglob("*") if p.is_file() and p.parent == store_dir / ".staging"]
+    leftovers = [
+        p for p in store_dir.rglob("*") if p.is_file() and p.parent == store_dir / ".staging"
+    ]
     assert leftovers == []
     assert cli(["verify", str(store_dir)]) == 0

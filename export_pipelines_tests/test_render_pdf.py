@@ -172,7 +172,9 @@ def test_chart_aggregation_is_bounded():
 def test_line_chart_shows_the_mean_per_point():
     schema = pa.schema([("x", pa.float64()), ("v", pa.float64())])
     chart = pdf.ChartData(schema, ("x", "v", "line"))
-    chart.add(pa.record_batch([pa.array([1.0, 1.0, 2.0]), pa.array([10.0, 30.0, 5.0])], schema=schema))
+    chart.add(
+        pa.record_batch([pa.array([1.0, 1.0, 2.0]), pa.array([10.0, 30.0, 5.0])], schema=schema)
+    )
     assert dict(chart._line("DejaVuSans").data[0]) == {1.0: 20.0, 2.0: 5.0}
 
 

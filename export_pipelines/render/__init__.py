@@ -9,7 +9,7 @@ so that re-publishing unchanged data yields byte-identical files.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,12 +99,6 @@ class ReportContext:
     full_file_name: str | None = None
     # Optional chart: (label column, value column, kind) where kind is "line" or "bar".
     chart: tuple[str, str, str] | None = None
-
-
-def iter_batches(
-    source: pa.RecordBatchReader | Iterable[pa.RecordBatch],
-) -> Iterator[pa.RecordBatch]:
-    yield from source
 
 
 @dataclass(frozen=True)

@@ -104,7 +104,9 @@ def render_range(
         # cheap next to laying out pages.
         for batch in filtered(read_batches(sources, spec.schema), request):
             totals.add(batch)
-    stem = f"{spec.key}_{path_segment(request.organization_id)}_{request.date_from}_{request.date_to}"
+    stem = (
+        f"{spec.key}_{path_segment(request.organization_id)}_{request.date_from}_{request.date_to}"
+    )
     context = report_context(
         spec, request.organization_id, request.window, totals.values(), [request.format], stem
     )
