@@ -79,6 +79,7 @@ def year_request(events_per_day: int) -> dict[str, float]:
 
     from export_pipelines.catalog import CATALOG
     from export_pipelines.catalog.spec import Window
+    from export_pipelines.manifest import publish_folder
     from export_pipelines.on_demand import serve_export_request_job
     from export_pipelines.render import ExportFormat, RenderOptions, render
     from export_pipelines.requests.ledger import RequestLedger
@@ -86,6 +87,7 @@ def year_request(events_per_day: int) -> dict[str, float]:
     from export_pipelines.source import demo_data
     from export_pipelines.source.database import SourceDatabase
     from export_pipelines.stages import query_parameters
+    from export_pipelines.store import LocalStore
 
     base = Path(tempfile.mkdtemp(prefix="bench-year-"))
     end = dt.date(2026, 1, 1)
@@ -99,11 +101,13 @@ def year_request(events_per_day: int) -> dict[str, float]:
     db.execute("DELETE FROM export_requests")
     spec = CATALOG["scan_results"]
 
-    # (b) the same rows as a single range: one query, one render.
+    # The same rows exported as a single range: one query, one render, one publish
+    # (checksum, copy into the store, manifest) — what the request does minus partitions.
     started = time.monotonic()
     window = Window.for_days(first, last)
     reader = db.stream(spec.query, query_parameters(spec, window, org), spec.columns)
     rendered = render(ExportFormat.CSV, reader, base / "single-range.csv", RenderOptions())
+    publish_folder(LocalStore(base / "single"), "range", [rendered], {"export_type": spec.key})
     single = time.monotonic() - started
 
     def serve(work: Path) -> tuple[float, int]:
@@ -164,14 +168,15 @@ def main() -> int:
         "",
         "| what | wall s | ratio to single range |",
         "|---|---:|---:|",
-        f"| single range: one query + one CSV render ({year['rows']:,} rows) | {year['single']:.2f} | 1.00 |",
+        f"| single range: one query, one CSV render, one publish ({year['rows']:,} rows) | {year['single']:.2f} | 1.00 |",
         f"| request, cold: one run builds 365 daily partitions + renders | {year['cold']:.2f} | {year['cold'] / year['single']:.2f} |",
         f"| request, warm: 365 partitions reused, render only | {year['warm']:.2f} | {year['warm'] / year['single']:.2f} |",
         "",
         f"Target ≤ 2× for the request: {'met' if year['cold'] <= 2 * year['single'] else 'missed'} "
-        f"(cold {year['cold'] / year['single']:.2f}×). The request includes Dagster's in-process run "
-        "overhead and writes 2 × 365 Parquet files (extract and transform per day), which the "
-        "single range does not.",
+        f"(cold {year['cold'] / year['single']:.2f}×). The request also runs as a Dagster run "
+        "(in process here), validates and updates the ledger, and writes the 365 daily "
+        "partitions (one Parquet file per day, shared with the transform stage by hard link), "
+        "which the single range does not. Cold and warm each ran once; the machine is shared.",
         "",
     ]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

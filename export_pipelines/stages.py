@@ -210,20 +210,27 @@ def extract_days(
     work: WorkArea,
     organization_id: str,
     days: Sequence[dt.date],
+    conform: bool = False,
 ) -> list[ExtractResult]:
-    """Extract many days of one organization.
+    """Extract many days of one organization (with `conform`, transform them too).
 
     Row-level event exports (those with a `time_column`) read each run of consecutive
     days with one query and split the ordered rows by day, so a year costs one query,
     not 365. Other exports (snapshots, per-window aggregates) are extracted day by day.
+    With `conform`, each day's transform output (checks, totals, the shared file) comes
+    from the same pass over the rows instead of a second read per day.
     """
     if spec.window is not WindowKind.EVENT or spec.time_column is None or len(days) == 1:
-        return [
+        results = [
             extract_partition(spec, db, work, ExportPartition(organization_id, d)) for d in days
         ]
-    results: list[ExtractResult] = []
+        if conform:
+            for result in results:
+                transform_partition(spec, work, result.partition)
+        return results
+    results = []
     for first, last in contiguous_ranges(days):
-        results.extend(_extract_range(spec, db, work, organization_id, first, last))
+        results.extend(_extract_range(spec, db, work, organization_id, first, last, conform))
     return results
 
 
@@ -234,6 +241,7 @@ def _extract_range(
     organization_id: str,
     first: dt.date,
     last: dt.date,
+    conform: bool = False,
 ) -> list[ExtractResult]:
     window = Window.for_days(first, last)
     params = query_parameters(spec, window, organization_id)
@@ -247,6 +255,8 @@ def _extract_range(
         for p in partitions
     }
     counts = {p.date: 0 for p in partitions}
+    totals = {p.date: Totals(spec) for p in partitions}
+    foreign = {p.date: 0 for p in partitions}
     writers: dict[dt.date, pq.ParquetWriter] = {}
     done: set[dt.date] = set()
 
@@ -268,6 +278,9 @@ def _extract_range(
                 rows = batch.filter(pc.equal(batch_days, pa.scalar(day, pa.date32())))
                 writer_for(day).write_batch(rows)
                 counts[day] += rows.num_rows
+                if conform:
+                    totals[day].add(rows)
+                    foreign[day] += _foreign_rows(rows, organization_id)
                 for earlier in [d for d in writers if d < day]:
                     writers.pop(earlier).close()
                     done.add(earlier)
@@ -287,6 +300,15 @@ def _extract_range(
                     partition, counts[partition.date], target / "data.parquet", partition.window
                 )
             )
+        if conform:
+            for result in results:
+                day = result.partition.date
+                if foreign[day]:
+                    raise RuntimeError(
+                        f"{foreign[day]} rows of {result.partition.key} belong to another "
+                        "organization"
+                    )
+                write_conformed(work, spec, result.partition, result.path, totals[day])
         return results
     finally:
         for folder in staging.values():
@@ -408,6 +430,25 @@ class TransformResult:
     preview: list[dict[str, Any]]
 
 
+def write_conformed(
+    work: WorkArea, spec: ExportSpec, partition: ExportPartition, source: Path, totals: Totals
+) -> int:
+    """Transform output of rows already in the spec's exact types: the same bytes, shared
+    (hard link), and the summary of the checks and totals."""
+
+    def build(folder: Path) -> int:
+        try:
+            os.link(source, folder / "data.parquet")
+        except OSError:
+            shutil.copyfile(source, folder / "data.parquet")
+        (folder / "summary.json").write_text(
+            json.dumps({"rows": totals.rows, "totals": totals.values(), "nulls": totals.nulls})
+        )
+        return totals.rows
+
+    return work.replace(work.folder(spec, "transform", partition), build)
+
+
 def _foreign_rows(batch: pa.RecordBatch, organization_id: str) -> int:
     """Rows not of `organization_id`: the tenant check, on the data itself."""
     same_org = pc.equal(batch.column("organization_id"), organization_id)
@@ -427,32 +468,21 @@ def transform_partition(
     first = next(parquet.iter_batches(batch_size=PREVIEW_ROWS), None)
     preview = first.to_pylist() if first is not None else []
 
-    def build(folder: Path) -> int:
-        target_file = folder / "data.parquet"
-        if parquet.schema_arrow.remove_metadata().equals(spec.schema):
-            # Already in the spec's exact types (the extract conforms while reading): check
-            # it, reading only the columns the checks need, then share the bytes instead of
-            # rewriting them.
-            needed = list(
-                dict.fromkeys(
-                    [
-                        "organization_id",
-                        *(a.column for a in spec.totals),
-                        *(a.by for a in spec.totals if a.by),
-                    ]
-                )
-            )
-            for batch in parquet.iter_batches(batch_size=_BATCH_ROWS, columns=needed):
-                checked["foreign"] += _foreign_rows(batch, partition.organization_id)
-                totals.add(batch)
-            totals.nulls = null_counts(parquet)
-            try:
-                os.link(source, target_file)
-            except OSError:
-                shutil.copyfile(source, target_file)
-            rows = totals.rows
-        else:
+    if parquet.schema_arrow.remove_metadata().equals(spec.schema):
+        # Already in the spec's exact types (the extract conforms while reading): check
+        # it, reading only the columns the checks need, then share the bytes.
+        needed = ["organization_id", *(a.column for a in spec.totals)]
+        needed += [a.by for a in spec.totals if a.by]
+        for batch in parquet.iter_batches(
+            batch_size=_BATCH_ROWS, columns=list(dict.fromkeys(needed))
+        ):
+            checked["foreign"] += _foreign_rows(batch, partition.organization_id)
+            totals.add(batch)
+        totals.nulls = null_counts(parquet)
+        rows = write_conformed(work, spec, partition, source, totals)
+    else:
 
+        def build(folder: Path) -> int:
             def conformed() -> Iterator[pa.RecordBatch]:
                 for batch in read_batches([source], spec.schema):
                     checked["foreign"] += _foreign_rows(batch, partition.organization_id)
@@ -460,13 +490,13 @@ def transform_partition(
                     yield batch
 
             reader = pa.RecordBatchReader.from_batches(spec.schema, conformed())
-            rows = write_parquet(reader, target_file, {"export_type": spec.key})
-        (folder / "summary.json").write_text(
-            json.dumps({"rows": rows, "totals": totals.values(), "nulls": totals.nulls})
-        )
-        return rows
+            rows = write_parquet(reader, folder / "data.parquet", {"export_type": spec.key})
+            (folder / "summary.json").write_text(
+                json.dumps({"rows": rows, "totals": totals.values(), "nulls": totals.nulls})
+            )
+            return rows
 
-    rows = work.replace(target, build)
+        rows = work.replace(target, build)
     return TransformResult(
         partition,
         rows,

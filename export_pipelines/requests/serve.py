@@ -30,7 +30,6 @@ from export_pipelines.stages import (
     path_segment,
     read_batches,
     report_context,
-    transform_partition,
 )
 from export_pipelines.store import Store, sha256_file
 
@@ -66,9 +65,7 @@ def ensure_days(
     reused = [d for d in request.days if is_fresh(work, request, d)]
     built = [d for d in request.days if d not in set(reused)]
     if built:
-        extract_days(request.spec, db, work, request.organization_id, built)
-        for day in built:
-            transform_partition(request.spec, work, ExportPartition(request.organization_id, day))
+        extract_days(request.spec, db, work, request.organization_id, built, conform=True)
     return built, reused
 
 
