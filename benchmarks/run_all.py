@@ -18,9 +18,11 @@ OUT = HERE / "out"
 def main() -> int:
     OUT.mkdir(exist_ok=True)
     python = sys.executable
-    subprocess.run(
-        [python, str(HERE / "bench_render.py"), "--out", str(OUT / "render.md")], check=True
-    )
+    # --requests-only keeps the last renderer results (they take about 10 minutes).
+    if "--requests-only" not in sys.argv[1:]:
+        subprocess.run(
+            [python, str(HERE / "bench_render.py"), "--out", str(OUT / "render.md")], check=True
+        )
     subprocess.run(
         [python, str(HERE / "bench_requests.py"), "--out", str(OUT / "requests.md")], check=True
     )
