@@ -126,3 +126,20 @@ def export_resources(source: SourceDatabase, store_dir: Path, work_dir: Path) ->
 
 def organization_ids(db: SourceDatabase) -> list[str]:
     return db.fetch_table("SELECT id FROM organizations ORDER BY id").column("id").to_pylist()
+
+
+def evaluate_failure_sensor(sensor, instance: dg.DagsterInstance, run_id: str, resources: dict):
+    """Run a run-failure sensor on a failed run, as the daemon would after the failure."""
+    failure = next(
+        e
+        for e in instance.all_logs(run_id)
+        if e.dagster_event and e.dagster_event.event_type_value == "PIPELINE_FAILURE"
+    )
+    with dg.build_run_status_sensor_context(
+        sensor_name=sensor.name,
+        dagster_instance=instance,
+        dagster_run=instance.get_run_by_id(run_id),
+        dagster_event=failure.dagster_event,
+        resources=resources,
+    ) as context:
+        return sensor(context.for_run_failure())

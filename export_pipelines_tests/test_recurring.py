@@ -18,7 +18,7 @@ from export_pipelines.resources import SourceResource
 from export_pipelines.source import demo_data
 from export_pipelines.source.database import SourceDatabase
 
-from .conftest import export_resources, seed
+from .conftest import evaluate_failure_sensor, export_resources, seed
 from .smtp_server import SmtpServer
 
 # 2026-06-01 is a Monday and the 1st: daily, weekly and monthly reports are all due.
@@ -188,19 +188,12 @@ def test_failed_delivery_is_retried_then_the_owner_is_told(
             if e.dagster_event and e.dagster_event.event_type_value == "STEP_UP_FOR_RETRY"
         ]
         assert len(retries) == 2
-        failure = next(
-            e
-            for e in instance.all_logs(result.run_id)
-            if e.dagster_event and e.dagster_event.event_type_value == "PIPELINE_FAILURE"
+        evaluate_failure_sensor(
+            report_failure_sensor,
+            instance,
+            result.run_id,
+            {"source": SourceResource(url=history.url)},
         )
-        with dg.build_run_status_sensor_context(
-            sensor_name=report_failure_sensor.name,
-            dagster_instance=instance,
-            dagster_run=instance.get_run_by_id(result.run_id),
-            dagster_event=failure.dagster_event,
-            resources={"source": SourceResource(url=history.url)},
-        ) as context:
-            report_failure_sensor(context.for_run_failure())
         owner = history.scalar(
             "SELECT u.email FROM report_subscriptions s JOIN users u ON u.id = s.user_id WHERE s.id = :id",
             {"id": sub_id},

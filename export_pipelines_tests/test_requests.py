@@ -22,7 +22,7 @@ from export_pipelines.on_demand import (
 from export_pipelines.requests.ledger import RequestLedger
 from export_pipelines.resources import SourceResource
 
-from .conftest import DEMO, export_resources, organization_ids
+from .conftest import DEMO, evaluate_failure_sensor, export_resources, organization_ids
 
 FIRST_DAY = DEMO.end_date - dt.timedelta(days=DEMO.days)
 LAST_DAY = DEMO.end_date - dt.timedelta(days=1)
@@ -257,19 +257,12 @@ def test_failed_run_marks_request_failed_with_retries(env, instance, tmp_path):
     outcome = run(instance, run_request, broken)
     assert not outcome.success
 
-    failure = next(
-        e
-        for e in instance.all_logs(outcome.run_id)
-        if e.dagster_event and e.dagster_event.event_type_value == "PIPELINE_FAILURE"
+    evaluate_failure_sensor(
+        export_request_failure_sensor,
+        instance,
+        outcome.run_id,
+        {"source": SourceResource(url=db.url)},
     )
-    with dg.build_run_status_sensor_context(
-        sensor_name=export_request_failure_sensor.name,
-        dagster_instance=instance,
-        dagster_run=instance.get_run_by_id(outcome.run_id),
-        dagster_event=failure.dagster_event,
-        resources={"source": SourceResource(url=db.url)},
-    ) as context:
-        export_request_failure_sensor(context.for_run_failure())
     row = ledger.get(request_id)
     assert row["status"] == "FAILED"
     assert row["retry_count"] == 2
