@@ -236,14 +236,6 @@ def _user_data_deliverable(
         )
         progress(80)
         rows = sum(s["rows"] for s in cover["sections"])
-        header = manifest_header(
-            request.spec,
-            request.organization_id,
-            rows,
-            run_id,
-            date=None,
-            request_id=request.id,
-            extra={"user_id": user_id, "date_to": request.date_to.isoformat()},
-        )
+        header = {**request_header(request, rows, run_id), "user_id": user_id}
         manifest, published = publish_folder(store, request_folder(request.id), files, header)
     return Deliverable(request.id, request_folder(request.id), published[0], manifest, [], [])
