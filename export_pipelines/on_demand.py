@@ -8,6 +8,7 @@ a FAILED row; a schedule expires old deliverables.
 """
 
 import datetime as dt
+import os
 
 import dagster as dg
 
@@ -110,15 +111,75 @@ def run_request_for(request: ValidRequest) -> dg.RunRequest:
     )
 
 
+def _worker_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
+    """The pid the run worker reported when it started (Dagster's own engine event)."""
+    records = instance.get_records_for_run(
+        run_id, of_type=dg.DagsterEventType.ENGINE_EVENT, ascending=False
+    ).records
+    for record in records:
+        event = record.event_log_entry.dagster_event
+        data = event.engine_event_data if event else None
+        if data is not None and "pid" in data.metadata:
+            return int(data.metadata["pid"].value)
+    return None
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reconcile_processing(instance: dg.DagsterInstance, ledger: RequestLedger, log) -> list[str]:
+    """End requests whose run can no longer finish; return their ids.
+
+    The run-failure sensor covers runs that fail. This covers the rest: a run that was
+    canceled, and — with the default launcher, whose run workers are local processes
+    that Dagster's run monitoring cannot health-check — a run whose worker process died
+    (killed, out of memory) and left the run STARTED and the request PROCESSING.
+    """
+    from dagster._core.launcher import DefaultRunLauncher
+
+    local_workers = isinstance(instance.run_launcher, DefaultRunLauncher)
+    ended = []
+    for row in ledger.processing():
+        run = instance.get_run_by_id(row["run_id"])
+        if run is None:
+            continue
+        if run.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED):
+            message = f"the run {run.run_id} ended as {run.status.value}"
+        elif run.status == dg.DagsterRunStatus.STARTED and local_workers:
+            pid = _worker_pid(instance, run.run_id)
+            if pid is None or _process_alive(pid):
+                continue
+            message = f"the run worker (pid {pid}) exited without finishing the run"
+            instance.report_run_failed(run, message=message)
+        else:
+            continue
+        if ledger.fail(row["id"], message):
+            log.warning(f"request {row['id']}: {message}")
+            ledger.append_audit_log(
+                row["organization_id"], row["user_id"], "export.failed", row["id"]
+            )
+            ended.append(row["id"])
+    return ended
+
+
 @dg.sensor(
     job=serve_export_request_job,
     minimum_interval_seconds=10,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Serves PENDING rows of export_requests: rejects invalid ones, launches a run per valid one.",
+    description="Serves PENDING rows of export_requests: rejects invalid ones, launches a run "
+    "per valid one; ends PROCESSING rows whose run can no longer finish.",
 )
 def export_requests_sensor(context: dg.SensorEvaluationContext, source: SourceResource):
     db = source.database()
     ledger = RequestLedger(db)
+    ended = reconcile_processing(context.instance, ledger, context.log)
     cursor = Cursor.decode(context.cursor)
     run_requests = []
     rejected = 0
@@ -137,7 +198,7 @@ def export_requests_sensor(context: dg.SensorEvaluationContext, source: SourceRe
         context.log.info(f"rejected request {row['id']}: {message}")
         ledger.reject(row["id"], message)
         ledger.append_audit_log(row["organization_id"], row["user_id"], "export.failed", row["id"])
-    if not run_requests and not rejected:
+    if not run_requests and not rejected and not ended:
         return dg.SkipReason("no new export requests")
     return dg.SensorResult(run_requests=run_requests, cursor=cursor.encode())
 

@@ -98,6 +98,12 @@ class RequestLedger:
             },
         )
 
+    def processing(self) -> list[dict[str, Any]]:
+        return self.db.fetch_rows(
+            "SELECT * FROM export_requests WHERE status = :status AND run_id IS NOT NULL",
+            {"status": PROCESSING},
+        )
+
     def due_for_expiry(self, now: dt.datetime) -> list[dict[str, Any]]:
         return self.db.fetch_rows(
             "SELECT * FROM export_requests WHERE status = :status AND expires_at <= :now",
