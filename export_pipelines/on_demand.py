@@ -134,22 +134,29 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def reconcile_processing(instance: dg.DagsterInstance, ledger: RequestLedger, log) -> list[str]:
+def _run_of(instance: dg.DagsterInstance, row: dict) -> dg.DagsterRun | None:
+    if row.get("run_id"):
+        return instance.get_run_by_id(row["run_id"])
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={REQUEST_TAG: row["id"]}), limit=1)
+    return runs[0] if runs else None
+
+
+def reconcile_unfinished(instance: dg.DagsterInstance, ledger: RequestLedger, log) -> list[str]:
     """End requests whose run can no longer finish; return their ids.
 
     The run-failure sensor covers runs that fail. This covers the rest: a run that was
     canceled, and — with the default launcher, whose run workers are local processes
     that Dagster's run monitoring cannot health-check — a run whose worker process died
-    (killed, out of memory) and left the run STARTED and the request PROCESSING.
+    (killed, out of memory) and left the run STARTED and the request PENDING or PROCESSING.
     """
     from dagster._core.launcher import DefaultRunLauncher
 
     local_workers = isinstance(instance.run_launcher, DefaultRunLauncher)
     ended = []
-    for row in ledger.processing():
-        run = instance.get_run_by_id(row["run_id"])
+    for row in ledger.unfinished():
+        run = _run_of(instance, row)
         if run is None:
-            continue
+            continue  # not launched yet
         if run.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED):
             message = f"the run {run.run_id} ended as {run.status.value}"
         elif run.status == dg.DagsterRunStatus.STARTED and local_workers:
@@ -179,7 +186,7 @@ def reconcile_processing(instance: dg.DagsterInstance, ledger: RequestLedger, lo
 def export_requests_sensor(context: dg.SensorEvaluationContext, source: SourceResource):
     db = source.database()
     ledger = RequestLedger(db)
-    ended = reconcile_processing(context.instance, ledger, context.log)
+    ended = reconcile_unfinished(context.instance, ledger, context.log)
     cursor = Cursor.decode(context.cursor)
     run_requests = []
     rejected = 0

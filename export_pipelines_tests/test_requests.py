@@ -355,21 +355,13 @@ def test_hostile_filter_values_are_refused_as_values(env, instance):
     assert len(huge) <= 2000, "a huge hostile value is not echoed back whole"
 
 
-def test_a_run_whose_worker_died_ends_the_request_as_failed(env, instance):
-    """The worker process is gone (killed, out of memory) while the run says STARTED."""
-    import subprocess
-
+def started_run(instance, run_request, pid: int):
+    """A run as the default launcher leaves it: STARTED, its worker's pid on record."""
     from dagster._core.events import EngineEventData
 
-    db, ledger, _, _ = env
-    user = a_user(db, admin=False)
-    request_id = ledger.insert(user["organization_id"], user["id"], "scan_results", "CSV")
-    run_request = tick(instance, db).run_requests[0]
     run = instance.create_run_for_job(
         serve_export_request_job, run_config=run_request.run_config, tags=run_request.tags
     )
-    dead = subprocess.Popen(["true"])
-    dead.wait()  # a pid that no longer runs anything
     instance.handle_run_event(
         run.run_id,
         dg.DagsterEvent(
@@ -379,10 +371,25 @@ def test_a_run_whose_worker_died_ends_the_request_as_failed(env, instance):
         ),
     )
     instance.report_engine_event(
-        f"Started process for run (pid: {dead.pid}).", run, EngineEventData.in_process(dead.pid)
+        f"Started process for run (pid: {pid}).", run, EngineEventData.in_process(pid)
     )
-    ledger.start(request_id, run.run_id, attempt=0)
     assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTED
+    return run
+
+
+@pytest.mark.parametrize("died", ["before it started the request", "while processing"])
+def test_a_run_whose_worker_died_ends_the_request_as_failed(env, instance, died):
+    """The worker process is gone (killed, out of memory) while the run says STARTED."""
+    import subprocess
+
+    db, ledger, _, _ = env
+    user = a_user(db, admin=False)
+    request_id = ledger.insert(user["organization_id"], user["id"], "scan_results", "CSV")
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid that no longer runs anything
+    run = started_run(instance, tick(instance, db).run_requests[0], dead.pid)
+    if died == "while processing":
+        ledger.start(request_id, run.run_id, attempt=0)
 
     result = tick(instance, db)  # the sensor's next tick notices
     assert not isinstance(result, dg.SkipReason)
@@ -392,18 +399,7 @@ def test_a_run_whose_worker_died_ends_the_request_as_failed(env, instance):
     assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
 
     alive = ledger.insert(user["organization_id"], user["id"], "credit_usage_report", "CSV")
-    live_run = instance.create_run_for_job(
-        serve_export_request_job, run_config=tick(instance, db).run_requests[0].run_config
-    )
-    instance.handle_run_event(
-        live_run.run_id,
-        dg.DagsterEvent(
-            event_type_value=dg.DagsterEventType.RUN_START.value,
-            job_name=live_run.job_name,
-            message="started",
-        ),
-    )
-    instance.report_engine_event("Started", live_run, EngineEventData.in_process(os.getpid()))
+    live_run = started_run(instance, tick(instance, db).run_requests[0], os.getpid())
     ledger.start(alive, live_run.run_id, attempt=0)
     tick(instance, db)
     assert ledger.get(alive)["status"] == "PROCESSING", "a live worker is left alone"

@@ -98,10 +98,12 @@ class RequestLedger:
             },
         )
 
-    def processing(self) -> list[dict[str, Any]]:
+    def unfinished(self, limit: int = 500) -> list[dict[str, Any]]:
+        """PENDING and PROCESSING rows, oldest first."""
         return self.db.fetch_rows(
-            "SELECT * FROM export_requests WHERE status = :status AND run_id IS NOT NULL",
-            {"status": PROCESSING},
+            "SELECT * FROM export_requests WHERE status IN (:pending, :processing) "
+            "ORDER BY created_at, id LIMIT :limit",
+            {"pending": PENDING, "processing": PROCESSING, "limit": limit},
         )
 
     def due_for_expiry(self, now: dt.datetime) -> list[dict[str, Any]]:
