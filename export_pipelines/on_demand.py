@@ -169,9 +169,6 @@ def reconcile_unfinished(instance: dg.DagsterInstance, ledger: RequestLedger, lo
             continue
         if ledger.fail(row["id"], message):
             log.warning(f"request {row['id']}: {message}")
-            ledger.append_audit_log(
-                row["organization_id"], row["user_id"], "export.failed", row["id"]
-            )
             ended.append(row["id"])
     return ended
 
@@ -204,7 +201,6 @@ def export_requests_sensor(context: dg.SensorEvaluationContext, source: SourceRe
         rejected += 1
         context.log.info(f"rejected request {row['id']}: {message}")
         ledger.reject(row["id"], message)
-        ledger.append_audit_log(row["organization_id"], row["user_id"], "export.failed", row["id"])
     if not run_requests and not rejected and not ended:
         return dg.SkipReason("no new export requests")
     return dg.SensorResult(run_requests=run_requests, cursor=cursor.encode())
@@ -230,10 +226,7 @@ def export_request_failure_sensor(context: dg.RunFailureSensorContext, source: S
     request_id = context.dagster_run.tags.get(REQUEST_TAG)
     if not request_id:
         return
-    ledger = RequestLedger(source.database())
-    row = ledger.get(request_id)
-    if ledger.fail(request_id, failure_message(context)):
-        ledger.append_audit_log(row["organization_id"], row["user_id"], "export.failed", request_id)
+    RequestLedger(source.database()).fail(request_id, failure_message(context))
 
 
 @dg.op(description="Delete deliverables past expires_at and mark their requests EXPIRED.")

@@ -198,6 +198,8 @@ def test_invalid_requests_are_rejected_with_a_reason_and_no_run(
     row = ledger.get(request_id)
     assert row["status"] == "FAILED"
     assert message in row["error_message"]
+    audit = db.fetch_rows("SELECT action FROM audit_log WHERE target_id = :id", {"id": request_id})
+    assert audit == [{"action": "export.failed"}]
 
 
 def _catalog():

@@ -145,8 +145,9 @@ class RequestLedger:
         )
         return request_id
 
-    def reject(self, request_id: str, message: str) -> None:
-        self.db.execute(
+    def reject(self, request_id: str, message: str) -> bool:
+        """A PENDING request that will not be served; return True if it changed."""
+        changed = self.db.execute(
             "UPDATE export_requests SET status = :status, error_message = :message, "
             "completed_at = :now WHERE id = :id AND status = :pending",
             {
@@ -157,6 +158,9 @@ class RequestLedger:
                 "pending": PENDING,
             },
         )
+        if changed:
+            self._record_failure(request_id)
+        return changed > 0
 
     def start(self, request_id: str, run_id: str, attempt: int) -> None:
         self.db.execute(
@@ -205,7 +209,11 @@ class RequestLedger:
         )
 
     def fail(self, request_id: str, message: str, retry_count: int | None = None) -> bool:
-        """Mark a request FAILED unless it already completed; return True if it changed."""
+        """Mark a request FAILED unless it already ended; return True if it changed.
+
+        Every request that ends FAILED leaves an `export.failed` entry in the organization's
+        audit log, whoever noticed the failure.
+        """
         changed = self.db.execute(
             "UPDATE export_requests SET status = :status, error_message = :message, "
             "completed_at = :now, retry_count = COALESCE(:retries, retry_count) "
@@ -220,6 +228,8 @@ class RequestLedger:
                 "processing": PROCESSING,
             },
         )
+        if changed:
+            self._record_failure(request_id)
         return changed > 0
 
     def expire(self, request_id: str) -> None:
@@ -227,6 +237,10 @@ class RequestLedger:
             "UPDATE export_requests SET status = :status WHERE id = :id AND status = :completed",
             {"status": EXPIRED, "id": request_id, "completed": COMPLETED},
         )
+
+    def _record_failure(self, request_id: str) -> None:
+        row = self.get(request_id)
+        self.append_audit_log(row["organization_id"], row["user_id"], "export.failed", request_id)
 
     def append_audit_log(
         self,

@@ -66,9 +66,6 @@ class ValidRequest:
     def window(self) -> Window:
         return Window.for_days(self.date_from, self.date_to)
 
-    def run_config(self) -> dict[str, Any]:
-        return {"request_id": self.id}
-
 
 def _json_object(text: Any, what: str) -> dict[str, Any]:
     if text is None or text == "":
