@@ -531,9 +531,10 @@ def report_context(
     formats: Sequence[ExportFormat],
     stem: str,
 ) -> ReportContext:
+    # The PDF points a reader past its row limit to a complete file — only one that exists.
     full = next(
         (f for f in (ExportFormat.CSV, ExportFormat.PARQUET, ExportFormat.JSONL) if f in formats),
-        ExportFormat.CSV,
+        None,
     )
     # The PDF states the row count itself; the summary adds the type's own totals.
     summary = [(label, _display(value)) for label, value in totals.items()]
@@ -544,7 +545,7 @@ def report_context(
         period=window.label,
         as_of=window.end.strftime("%Y-%m-%d %H:%M UTC"),
         summary=tuple(summary),
-        full_file_name=f"{stem}.{full.extension}",
+        full_file_name=f"{stem}.{full.extension}" if full else None,
         chart=spec.chart,
     )
 
