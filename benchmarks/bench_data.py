@@ -17,9 +17,9 @@ import pyarrow as pa
 
 from export_pipelines.catalog import CATALOG
 from export_pipelines.catalog.spec import Window
+from export_pipelines.pipeline.prepare import query_parameters
 from export_pipelines.source import demo_data
 from export_pipelines.source.database import SourceDatabase
-from export_pipelines.stages import query_parameters
 
 EVENTS_PER_DAY = 10_000
 END = dt.date(2026, 1, 1)

@@ -79,14 +79,14 @@ def year_request(events_per_day: int) -> dict[str, float]:
 
     from export_pipelines.catalog import CATALOG
     from export_pipelines.catalog.spec import Window
+    from export_pipelines.defs.requests import serve_export_request_job
+    from export_pipelines.defs.resources import SourceResource, StoreResource, WorkAreaResource
     from export_pipelines.manifest import publish_folder
-    from export_pipelines.on_demand import serve_export_request_job
+    from export_pipelines.pipeline.prepare import query_parameters
     from export_pipelines.render import ExportFormat, RenderOptions, render
     from export_pipelines.requests.ledger import RequestLedger
-    from export_pipelines.resources import SourceResource, StoreResource, WorkAreaResource
     from export_pipelines.source import demo_data
     from export_pipelines.source.database import SourceDatabase
-    from export_pipelines.stages import query_parameters
     from export_pipelines.store import LocalStore
 
     base = Path(tempfile.mkdtemp(prefix="bench-year-"))

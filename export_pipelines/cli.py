@@ -68,8 +68,8 @@ def _verify(args: argparse.Namespace) -> int:
 def _sync_organizations(args: argparse.Namespace) -> int:
     import dagster as dg
 
-    from export_pipelines.partitions import new_organizations, organizations
-    from export_pipelines.resources import SourceResource
+    from export_pipelines.defs.partitions import new_organizations, organizations
+    from export_pipelines.defs.resources import SourceResource
 
     instance = dg.DagsterInstance.get()
     known = set(instance.get_dynamic_partitions(organizations.name))
@@ -83,8 +83,8 @@ def _sync_organizations(args: argparse.Namespace) -> int:
 
 
 def _ledger():
+    from export_pipelines.defs.resources import SourceResource
     from export_pipelines.requests.ledger import RequestLedger
-    from export_pipelines.resources import SourceResource
 
     return RequestLedger(SourceResource(url=settings.source_url()).database())
 
@@ -123,9 +123,9 @@ def _backfill(args: argparse.Namespace) -> int:
 
     import dagster as dg
 
-    from export_pipelines.backfill import backfill
     from export_pipelines.catalog import get_spec
-    from export_pipelines.resources import default_resources
+    from export_pipelines.defs.backfill import backfill
+    from export_pipelines.defs.resources import default_resources
 
     specs = [get_spec(t) for t in args.type]
     started = time.monotonic()

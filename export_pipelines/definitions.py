@@ -3,18 +3,22 @@
 import dagster as dg
 
 from export_pipelines.catalog import SPECS
-from export_pipelines.factory import all_export_assets
-from export_pipelines.on_demand import (
+from export_pipelines.defs.exports import all_export_assets
+from export_pipelines.defs.partitions import export_partitions, organizations_sensor
+from export_pipelines.defs.reports import (
+    deliver_report_job,
+    report_failure_sensor,
+    report_schedules,
+)
+from export_pipelines.defs.requests import (
     expire_exports_job,
     expire_exports_schedule,
     export_request_failure_sensor,
     export_requests_sensor,
     serve_export_request_job,
 )
-from export_pipelines.partitions import export_partitions, organizations_sensor
-from export_pipelines.recurring import deliver_report_job, report_failure_sensor, report_schedules
-from export_pipelines.resources import default_resources
-from export_pipelines.statistics import export_statistics
+from export_pipelines.defs.resources import default_resources
+from export_pipelines.defs.statistics import export_statistics
 
 export_assets = all_export_assets(SPECS)
 

@@ -43,22 +43,32 @@ def publish_folder(
     files: Sequence[RenderedFile],
     header: dict[str, Any],
 ) -> tuple[dict[str, Any], list[PublishedFile]]:
-    """Publish `files` into `folder`, then the manifest, then drop files it no longer lists.
+    """Publish `files` and their manifest as the new version of `folder`.
 
     `header` holds the manifest's descriptive fields (export_type, organization_id, date,
-    row_count, columns, code_version, run_id, request_id, …).
+    row_count, columns, code_version, run_id, request_id, …). Files an earlier publish
+    left in the folder that this manifest does not list are dropped; sub-folders stay.
+
+    At every instant, and after an error or a kill at any point, `verify_folder` finds
+    nothing wrong with the folder, and publishing it again succeeds:
+
+    - a store that can swap folders (`Store.replace_folder`: a local store) gets the
+      whole new version built aside and swapped in at once, so the folder is always
+      exactly the old version or exactly the new one;
+    - other stores (S3, where no group of objects changes at once) are updated in place
+      in an order that keeps the manifest true (`_publish_in_place`): it never lists a
+      file whose bytes are not the ones it names. Readers there may meet a folder in
+      transition, which its manifest marks with a "publishing" field.
     """
     published = []
     for rendered in files:
-        digest = sha256_file(rendered.path)
-        key = f"{folder}/{rendered.path.name}"
-        store.put_file(rendered.path, key, digest)
+        key = _key(folder, rendered.path.name)
         published.append(
             PublishedFile(
                 name=rendered.path.name,
                 format=rendered.format_name,
                 bytes=rendered.path.stat().st_size,
-                sha256=digest,
+                sha256=sha256_file(rendered.path),
                 rows=rendered.rows,
                 location=store.location(key),
             )
@@ -68,20 +78,84 @@ def publish_folder(
         "files": [p.as_manifest_entry() for p in published],
         "generated_at": utc_now_iso(),
     }
-    # The manifest goes last: once it is there, everything it names is complete.
-    store.put_bytes(
-        json.dumps(manifest, indent=2, ensure_ascii=False).encode(), f"{folder}/{MANIFEST}"
-    )
-    listed = {p.name for p in published} | {MANIFEST}
-    for key in store.list_keys(folder):
-        relative = key[len(folder) + 1 :]
-        if "/" not in relative and relative not in listed:
-            store.delete(key)  # a format rendered by an earlier run, no longer published
+    data = _manifest_bytes(manifest)
+
+    def build(staging: str) -> None:
+        for rendered, entry in zip(files, published):
+            store.put_file(rendered.path, f"{staging}/{entry.name}", entry.sha256)
+        store.put_bytes(data, f"{staging}/{MANIFEST}")
+
+    if not store.replace_folder(folder, build):
+        _publish_in_place(store, folder, files, published, data)
     return manifest, published
 
 
+def _publish_in_place(
+    store: Store,
+    folder: str,
+    files: Sequence[RenderedFile],
+    published: list[PublishedFile],
+    data: bytes,
+) -> None:
+    """Overwrite the folder's objects one by one, with the manifest true at every step.
+
+    1. If the current manifest lists files this publish changes, rewrite it first without
+       them (the other entries still hold), with a "publishing" field naming the files
+       on their way. From here until step 3 the folder vouches only for what is stable.
+    2. PUT every file (each PUT is atomic: an object is whole or absent).
+    3. PUT the new manifest: now it lists exactly the new files.
+    4. Delete files the new manifest does not list.
+
+    So `verify_folder` stays strict (each listed entry must match its object exactly)
+    and never fails mid-way or after a kill. What this cannot give, and no ordering of
+    S3 PUTs can: between steps 1 and 3 the folder is neither version, its manifest lists
+    fewer files (the "publishing" field says why), and a reader who fetched the old
+    manifest before step 1 may download a file already replaced. A failed or killed
+    publish leaves that state until the next publish of the folder completes.
+    """
+    manifest_key = _key(folder, MANIFEST)
+    incoming = {p.name: p for p in published}
+    try:
+        current = json.loads(store.read_bytes(manifest_key))
+        listed = list(current.get("files", []))
+    except Exception:  # no folder yet, or no usable manifest: nothing is vouched for
+        current, listed = None, []
+    stable = [
+        entry
+        for entry in listed
+        if entry.get("name") not in incoming
+        or (
+            entry.get("sha256") == incoming[entry["name"]].sha256
+            and entry.get("bytes") == incoming[entry["name"]].bytes
+        )
+    ]
+    if current is not None and len(stable) != len(listed):
+        withdrawn = {
+            **current,
+            "files": stable,
+            "publishing": {"since": utc_now_iso(), "files": sorted(incoming)},
+        }
+        store.put_bytes(_manifest_bytes(withdrawn), manifest_key)
+    for rendered, entry in zip(files, published):
+        store.put_file(rendered.path, _key(folder, entry.name), entry.sha256)
+    store.put_bytes(data, manifest_key)
+    keep = set(incoming) | {MANIFEST}
+    for key in store.list_keys(folder):
+        relative = key[len(folder) + 1 :] if folder else key
+        if "/" not in relative and relative not in keep:
+            store.delete(key)  # a format rendered by an earlier run, no longer published
+
+
+def _key(folder: str, name: str) -> str:
+    return f"{folder}/{name}" if folder else name
+
+
+def _manifest_bytes(manifest: dict[str, Any]) -> bytes:
+    return json.dumps(manifest, indent=2, ensure_ascii=False).encode()
+
+
 def read_manifest(store: Store, folder: str) -> dict[str, Any]:
-    return json.loads(store.read_bytes(f"{folder}/{MANIFEST}" if folder else MANIFEST))
+    return json.loads(store.read_bytes(_key(folder, MANIFEST)))
 
 
 @dataclass(frozen=True)
@@ -96,17 +170,37 @@ class Problem:
 
 
 def verify_folder(store: Store, folder: str) -> list[Problem]:
-    """Recompute every listed file's SHA-256 and size against the folder's manifest."""
-    try:
-        manifest = read_manifest(store, folder)
-    except (OSError, KeyError, ValueError) as error:
-        return [Problem(folder, MANIFEST, f"unreadable manifest ({error})")]
-    except Exception as error:  # S3 client errors have no common base worth importing
-        return [Problem(folder, MANIFEST, f"unreadable manifest ({error})")]
+    """Recompute every listed file's SHA-256 and size against the folder's manifest.
+
+    A publish may replace the folder while this runs (the files then belong to a newer
+    manifest than the one read first), so problems count only if the manifest is still
+    the same afterwards; otherwise the check starts again on the new manifest.
+    """
+    problems: list[Problem] = []
+    for _ in range(_VERIFY_ATTEMPTS):
+        try:
+            raw = store.read_bytes(_key(folder, MANIFEST))
+            manifest = json.loads(raw)
+        except Exception as error:  # OSError, ValueError, S3 client errors (no common base)
+            return [Problem(folder, MANIFEST, f"unreadable manifest ({error})")]
+        problems = _check_files(store, folder, manifest)
+        if not problems:
+            return []
+        try:
+            if store.read_bytes(_key(folder, MANIFEST)) == raw:
+                return problems
+        except Exception:
+            pass  # the manifest went away meanwhile: look again
+    return problems
+
+
+_VERIFY_ATTEMPTS = 20
+
+
+def _check_files(store: Store, folder: str, manifest: dict[str, Any]) -> list[Problem]:
     problems = []
     for entry in manifest.get("files", []):
-        key = f"{folder}/{entry['name']}" if folder else entry["name"]
-        found = store.checksum(key)
+        found = store.checksum(_key(folder, entry["name"]))
         if found is None:
             problems.append(Problem(folder, entry["name"], "missing"))
             continue

@@ -12,7 +12,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from export_pipelines.resources import SourceResource, StoreResource, WorkAreaResource
+from export_pipelines.defs.resources import SourceResource, StoreResource, WorkAreaResource
 from export_pipelines.source import demo_data
 from export_pipelines.source.database import SourceDatabase
 

@@ -9,9 +9,9 @@ import time
 import dagster as dg
 import pytest
 
-from export_pipelines.backfill import backfill
 from export_pipelines.catalog import CATALOG
 from export_pipelines.cli import main as cli
+from export_pipelines.defs.backfill import backfill
 from export_pipelines.source import demo_data
 from export_pipelines.source.database import SourceDatabase
 

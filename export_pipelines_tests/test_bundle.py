@@ -11,9 +11,9 @@ import dagster as dg
 
 from export_pipelines.catalog import SPECS, bundled_specs
 from export_pipelines.cli import main as cli
-from export_pipelines.factory import all_export_assets
-from export_pipelines.partitions import organizations
-from export_pipelines.stages import ExportPartition
+from export_pipelines.defs.exports import all_export_assets
+from export_pipelines.defs.partitions import organizations
+from export_pipelines.pipeline.naming import ExportPartition
 
 from .conftest import DEMO_DAY, export_resources, organization_ids
 from .test_requests import env, run, tick  # noqa: F401
@@ -77,7 +77,9 @@ def test_bundle_request_zips_every_type_over_the_range(env, instance):  # noqa: 
         archive = zipfile.ZipFile(io.BytesIO(handle.read()))
     inner = json.loads(archive.read("manifest.json"))
     assert {p["export_type"] for p in inner["parts"]} == {s.key for s in bundled_specs()}
-    assert row["row_count"] == sum(p["rows"] for p in inner["parts"])
+    assert row["row_count"] == sum(p["row_count"] for p in inner["parts"])
     scans = next(p for p in inner["parts"] if p["export_type"] == "scan_results")
-    text = archive.read(f"scan_results/{scans['name']}").decode()
-    assert len(text.splitlines()) - 1 == scans["rows"] > 0
+    (scan_file,) = scans["files"]
+    text = archive.read(f"scan_results/{scan_file['name']}").decode()
+    assert len(text.splitlines()) - 1 == scan_file["rows"] == scans["row_count"] > 0
+    assert hashlib.sha256(text.encode()).hexdigest() == scan_file["sha256"]

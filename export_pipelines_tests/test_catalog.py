@@ -17,11 +17,13 @@ import pytest
 
 from export_pipelines.catalog import SPECS
 from export_pipelines.catalog.spec import Access, Kind, WindowKind
-from export_pipelines.factory import export_assets
-from export_pipelines.partitions import organizations
+from export_pipelines.defs.exports import export_assets
+from export_pipelines.defs.partitions import organizations
+from export_pipelines.pipeline.naming import ExportPartition
+from export_pipelines.pipeline.prepare import extract_partition
+from export_pipelines.pipeline.workarea import WorkArea
 from export_pipelines.render import ExportFormat
 from export_pipelines.source.database import SourceDatabase
-from export_pipelines.stages import ExportPartition, WorkArea, extract_partition
 
 from .conftest import DEMO_DAY, export_resources, organization_ids
 
@@ -369,7 +371,7 @@ def test_window_boundaries(export_type, sqlite_source, tmp_path):
 
 
 def test_ids_never_become_paths(tmp_path):
-    from export_pipelines.stages import path_segment
+    from export_pipelines.pipeline.naming import path_segment
     from export_pipelines.store import LocalStore
 
     for hostile in [
@@ -394,7 +396,7 @@ def test_ids_never_become_paths(tmp_path):
 
 def test_credit_report_totals_and_per_user_breakdown_match_the_ledger(sqlite_source, tmp_path):
     from export_pipelines.catalog import CATALOG
-    from export_pipelines.stages import transform_partition
+    from export_pipelines.pipeline.prepare import transform_partition
 
     spec = CATALOG["credit_usage_report"]
     org = organization_ids(sqlite_source)[0]

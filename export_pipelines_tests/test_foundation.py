@@ -12,10 +12,10 @@ import pytest
 
 from export_pipelines.catalog import CATALOG
 from export_pipelines.cli import main as cli
-from export_pipelines.factory import export_assets
-from export_pipelines.partitions import organizations, organizations_sensor
-from export_pipelines.resources import SourceResource
-from export_pipelines.stages import ExportPartition
+from export_pipelines.defs.exports import export_assets
+from export_pipelines.defs.partitions import organizations, organizations_sensor
+from export_pipelines.defs.resources import SourceResource
+from export_pipelines.pipeline.naming import ExportPartition
 
 from .conftest import DEMO_DAY, organization_ids
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import dagster as dg
 
 from export_pipelines.catalog import CATALOG
-from export_pipelines.factory import all_export_assets
-from export_pipelines.partitions import organizations
-from export_pipelines.stages import ExportPartition
+from export_pipelines.defs.exports import all_export_assets
+from export_pipelines.defs.partitions import organizations
+from export_pipelines.pipeline.naming import ExportPartition
 
 from .conftest import DEMO_DAY
 from .test_requests import env, run, tick  # noqa: F401 - fixtures and helpers shared

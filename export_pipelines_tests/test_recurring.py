@@ -13,8 +13,8 @@ import openpyxl
 import pytest
 from pypdf import PdfReader
 
-from export_pipelines.recurring import deliver_report_job, due_period, report_schedules
-from export_pipelines.resources import SourceResource
+from export_pipelines.defs.reports import deliver_report_job, due_period, report_schedules
+from export_pipelines.defs.resources import SourceResource
 from export_pipelines.source import demo_data
 from export_pipelines.source.database import SourceDatabase
 
@@ -158,7 +158,7 @@ def test_without_smtp_the_report_is_still_published(
 def test_failed_delivery_is_retried_then_the_owner_is_told(
     history, instance, tmp_path, monkeypatch
 ):
-    from export_pipelines.recurring import report_failure_sensor
+    from export_pipelines.defs.reports import report_failure_sensor
 
     store_dir = tmp_path / "exports"
     request = evaluate(report_schedules[0], instance, history)[0]

@@ -13,15 +13,15 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from export_pipelines.on_demand import (
+from export_pipelines.defs.requests import (
     REQUEST_TAG,
     expire_exports_job,
     export_request_failure_sensor,
     export_requests_sensor,
     serve_export_request_job,
 )
+from export_pipelines.defs.resources import SourceResource
 from export_pipelines.requests.ledger import RequestLedger
-from export_pipelines.resources import SourceResource
 
 from .conftest import DEMO, evaluate_failure_sensor, export_resources, organization_ids
 
@@ -295,7 +295,7 @@ def test_expiry_deletes_files_and_marks_expired(env, instance):
 
 
 def test_export_statistics_summarise_the_ledger(env, instance):
-    from export_pipelines.statistics import export_statistics, export_statistics_table
+    from export_pipelines.defs.statistics import export_statistics, export_statistics_table
 
     db, ledger, resources, _ = env
     user = a_user(db, admin=False)

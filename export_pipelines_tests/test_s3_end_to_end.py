@@ -14,12 +14,12 @@ from dagster_aws.s3 import S3Resource
 
 from export_pipelines.catalog import CATALOG
 from export_pipelines.cli import main as cli
-from export_pipelines.factory import export_assets
-from export_pipelines.on_demand import expire_exports_job
-from export_pipelines.partitions import organizations
+from export_pipelines.defs.exports import export_assets
+from export_pipelines.defs.partitions import organizations
+from export_pipelines.defs.requests import expire_exports_job
+from export_pipelines.defs.resources import SourceResource, StoreResource, WorkAreaResource
+from export_pipelines.pipeline.naming import ExportPartition
 from export_pipelines.requests.ledger import RequestLedger
-from export_pipelines.resources import SourceResource, StoreResource, WorkAreaResource
-from export_pipelines.stages import ExportPartition
 
 from .conftest import DEMO_DAY, organization_ids
 from .test_requests import a_user, run, tick

@@ -1,7 +1,7 @@
 """user_data_export: one person's data (GDPR Art. 15), requested by that person."""
 
 from export_pipelines.catalog.spec import Access, ExportSpec, Kind, WindowKind
-from export_pipelines.gdpr import SECTIONS
+from export_pipelines.pipeline.gdpr import SECTIONS
 from export_pipelines.render import ExportFormat
 
 _PROFILE = SECTIONS[0]

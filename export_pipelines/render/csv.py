@@ -12,7 +12,9 @@ Text conventions (the one style used across CSV, JSON and XML):
 
 CSV specifics: UTF-8 (optional BOM), a header row, ``\\r\\n`` line ends (RFC 4180), a
 field is quoted only when it holds the delimiter, a quote, CR or LF (quotes doubled) or
-is the empty string: ``""`` is an empty string, a bare empty field is null. With
+is the empty string: ``""`` is an empty string, a bare empty field is null. The delimiter
+may be any one character but ``"``, CR and LF (a letter, a digit, tab, space, ``€``...);
+numbers, dates and timestamps are quoted too when they hold it. With
 `formula_guard` on, string cells starting with ``= + - @``, tab or CR get a leading
 ``'`` so spreadsheets show them as text instead of running them.
 
@@ -86,9 +88,20 @@ def to_text(array: pa.Array) -> pa.Array:
     return array.cast(pa.string())
 
 
+def _special_chars_regex(delimiter: str) -> str:
+    """An RE2 class matching the delimiter, a quote, CR or LF.
+
+    Every character is written as a ``\\x{hex}`` code point escape, so no delimiter can be
+    read as regex syntax: a backslash before a letter or digit is an escape in RE2
+    (``\\t`` tab, ``\\s`` any space, ``\\0`` NUL, ``\\b`` an error), and so is a backslash
+    before a non-ASCII character.
+    """
+    return "[" + "".join(f"\\x{{{ord(c):x}}}" for c in sorted({delimiter, '"', "\r", "\n"})) + "]"
+
+
 def quote_csv(array: pa.Array, delimiter: str) -> pa.Array:
     """RFC 4180: quote fields holding the delimiter, a quote, CR or LF, and empty strings."""
-    special = "[" + "".join("\\" + c for c in sorted({delimiter, '"'})) + "\r\n]"
+    special = _special_chars_regex(delimiter)
     needs = pc.or_(pc.match_substring_regex(array, special), pc.equal(pc.binary_length(array), 0))
     quoted = pc.binary_join_element_wise('"', pc.replace_substring(array, '"', '""'), '"', "")
     return pc.if_else(needs, quoted, array)
@@ -104,19 +117,38 @@ def joined_bytes(lines: pa.Array) -> memoryview:
     return memoryview(data)[offs[lines.offset] : offs[lines.offset + len(lines)]]
 
 
+def may_occur_in_non_text(delimiter: str) -> bool:
+    """Whether `delimiter` can occur in a number, boolean, date or timestamp as text.
+
+    Those are written with ASCII letters and digits and ``+ - . :`` only (``-1.5e+20``,
+    ``nan``, ``true``, ``2026-03-01T10:00:00.000000Z``); with any other delimiter they never
+    need quotes, and the quoting pass is skipped for them.
+    """
+    return (delimiter.isascii() and delimiter.isalnum()) or delimiter in "+-.: "
+
+
 def _format_column(array: pa.Array, options: RenderOptions) -> pa.Array:
     text = to_text(array)
     if is_text(array.type):
         if options.formula_guard:
             text = guard_formulas(text)
         return quote_csv(text, options.csv_delimiter)
-    return text  # numbers, booleans, dates and timestamps never need quotes
+    if may_occur_in_non_text(options.csv_delimiter):
+        return quote_csv(text, options.csv_delimiter)  # e.g. "1" in 10, "e" in true
+    return text
 
 
-def _check_delimiter(delimiter: str) -> None:
-    if len(delimiter) != 1 or delimiter in '"\r\n':
+def _check_delimiter(delimiter: object) -> None:
+    """Refuse delimiters no CSV reader could tell apart from the data."""
+    if (
+        not isinstance(delimiter, str)
+        or len(delimiter) != 1
+        or delimiter in '"\r\n'
+        or "\ud800" <= delimiter <= "\udfff"  # a lone surrogate has no UTF-8 form
+    ):
         raise ValueError(
-            f"CSV delimiter must be one character other than quote, CR, LF: {delimiter!r}"
+            "The CSV delimiter must be a single character other than a double quote,"
+            f" a carriage return or a line feed, but it was {delimiter!r}."
         )
 
 

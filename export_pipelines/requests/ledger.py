@@ -1,10 +1,22 @@
-"""The `export_requests` table as a ledger: what the application asked, and what we did."""
+"""The `export_requests` table as a ledger: what the application asked, and what we did.
+
+Every transition is conditional on the row's current status and tells whether it happened
+(`UPDATE … WHERE status IN (…) RETURNING`, never a driver's row count: ADBC's PostgreSQL
+driver reports -1 for parameterized statements). A transition that ends a request writes
+its audit entry (`export.completed`, `export.failed`) in the same transaction, so there is
+exactly one per request whoever ends it and however often.
+
+Everything written is made safe first: PostgreSQL rejects NUL in text and no engine can
+encode a lone surrogate as UTF-8, and messages quote what the user sent.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +29,16 @@ PENDING, PROCESSING, COMPLETED, FAILED, EXPIRED = (
     "FAILED",
     "EXPIRED",
 )
+
+# Audit actions that record how a request ended: written by the transitions themselves.
+LEDGER_ACTIONS = frozenset({"export.completed", "export.failed"})
+
+# How long a claimed PENDING row is left alone before it is offered again (its run may
+# never have been launched: the sensor tick that claimed it died before submitting it).
+CLAIM_LEASE = dt.timedelta(minutes=5)
+
+MESSAGE_LIMIT = 2000
+_AGENT = "export_pipelines"
 
 
 def utc_now() -> dt.datetime:
@@ -34,14 +56,35 @@ def parse_timestamp(value: Any) -> dt.datetime | None:
     return stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.timezone.utc)
 
 
-def _bounded(message: str, limit: int = 2000) -> str:
+def _bounded(message: str, limit: int = MESSAGE_LIMIT) -> str:
     """Messages quote what the user sent; a 10 MB filter value must not come back whole."""
     return message if len(message) <= limit else message[: limit - 1] + "…"
 
 
+def _safe_text(value: Any, limit: int | None = MESSAGE_LIMIT) -> str | None:
+    """`value` as text every engine stores: NUL and lone surrogates become U+FFFD.
+
+    Bounded to `limit` characters first (None: identifiers and locations, which a cut
+    would corrupt); a surrogate pair (e.g. from JSON escapes) becomes its character.
+    """
+    if value is None:
+        return None
+    text = str(value)
+    if limit is not None:
+        text = _bounded(text, limit)
+    if not text.isascii():
+        text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return text.replace("\x00", "\ufffd")
+
+
 @dataclass(frozen=True)
 class Cursor:
-    """Position in the ledger: requests are read in (created_at, id) order."""
+    """The last request the sensor saw, in (created_at, id) order.
+
+    Kept so the sensor's stored cursor still encodes and decodes; the ledger no longer
+    reads "rows after it" (that skipped rows committed late or dated in the future), it
+    hands out PENDING rows not yet claimed (`RequestLedger.claim_pending`).
+    """
 
     created_at: str = ""
     id: str = ""
@@ -63,6 +106,9 @@ class Cursor:
         return cls(created_at, request_id)
 
 
+Run = Callable[[str, Mapping[str, Any]], list[dict[str, Any]]]
+
+
 class RequestLedger:
     def __init__(self, db: SourceDatabase):
         self.db = db
@@ -75,28 +121,46 @@ class RequestLedger:
         )
         return rows[0] if rows else None
 
-    def pending_after(self, cursor: Cursor, limit: int = 50) -> list[dict[str, Any]]:
-        """PENDING rows after `cursor`, oldest first."""
-        if not cursor.created_at:
-            return self.db.fetch_rows(
-                "SELECT * FROM export_requests WHERE status = :status "
-                "ORDER BY created_at, id LIMIT :limit",
-                {"status": PENDING, "limit": limit},
+    def claim_pending(
+        self,
+        limit: int = 50,
+        now: dt.datetime | None = None,
+        lease: dt.timedelta = CLAIM_LEASE,
+    ) -> list[dict[str, Any]]:
+        """Claim up to `limit` PENDING rows to serve, and return them oldest first.
+
+        A row is claimed by stamping `started_at` (while it is PENDING that means "accepted,
+        its run launched"; the run's `start` stamps it again). Unclaimed rows come first,
+        oldest `created_at` first whatever it says — a row committed late or dated in the
+        future is served like any other, and each call moves past the rows it claimed — then
+        rows whose claim is older than `lease` (offered again; the run key dedupes a run
+        already launched). No PENDING row is ever skipped.
+        """
+        now = now or utc_now()
+        eligible = "status = :pending AND (started_at IS NULL OR started_at <= :stale)"
+        params = {"pending": PENDING, "now": now, "stale": now - lease, "limit": int(limit)}
+        with self._transaction() as run:
+            claimed = run(
+                f"UPDATE export_requests SET started_at = :now WHERE {eligible} AND id IN ("
+                f"SELECT id FROM export_requests WHERE {eligible} "
+                "ORDER BY CASE WHEN started_at IS NULL THEN 0 ELSE 1 END, created_at, id "
+                "LIMIT :limit) RETURNING id",
+                params,
             )
-        return self.db.fetch_rows(
-            "SELECT * FROM export_requests WHERE status = :status "
-            "AND (created_at > :after OR (created_at = :after AND id > :after_id)) "
-            "ORDER BY created_at, id LIMIT :limit",
-            {
-                "status": PENDING,
-                # SQLite compares the stored text as it was read; PostgreSQL a timestamp.
-                "after": parse_timestamp(cursor.created_at)
-                if self.db.dialect == "postgresql"
-                else cursor.created_at,
-                "after_id": cursor.id,
-                "limit": limit,
-            },
-        )
+            if not claimed:
+                return []
+            ids = {f"c{i}": row["id"] for i, row in enumerate(claimed)}
+            return run(
+                "SELECT * FROM export_requests WHERE id IN ("
+                + ", ".join(f":{name}" for name in ids)
+                + ") ORDER BY created_at, id",
+                ids,
+            )
+
+    def pending_after(self, cursor: Cursor, limit: int = 50) -> list[dict[str, Any]]:
+        """PENDING rows to serve: `claim_pending` (the cursor no longer filters anything)."""
+        del cursor  # a position in created_at order is what skipped rows
+        return self.claim_pending(limit)
 
     def unfinished(self, limit: int = 500) -> list[dict[str, Any]]:
         """PENDING and PROCESSING rows, oldest first."""
@@ -125,7 +189,7 @@ class RequestLedger:
         request_id: str | None = None,
         created_at: dt.datetime | None = None,
     ) -> str:
-        request_id = request_id or str(uuid.uuid4())
+        request_id = _safe_text(request_id or str(uuid.uuid4()), None)
         self.db.execute(
             "INSERT INTO export_requests (id, export_type, export_format, user_id, "
             "organization_id, filters, parameters, status, progress_percentage, "
@@ -133,10 +197,11 @@ class RequestLedger:
             ":org, :filters, :parameters, :status, 0, 0, :created_at, 0)",
             {
                 "id": request_id,
-                "type": export_type,
-                "format": export_format,
-                "user": user_id,
-                "org": organization_id,
+                "type": _safe_text(export_type, None),
+                "format": _safe_text(export_format, None),
+                "user": _safe_text(user_id, None),
+                "org": _safe_text(organization_id, None),
+                # json.dumps escapes NUL and surrogates: the text is ASCII.
                 "filters": None if filters is None else json.dumps(filters),
                 "parameters": None if parameters is None else json.dumps(parameters),
                 "status": PENDING,
@@ -147,39 +212,36 @@ class RequestLedger:
 
     def reject(self, request_id: str, message: str) -> bool:
         """A PENDING request that will not be served; return True if it changed."""
-        changed = self.db.execute(
-            "UPDATE export_requests SET status = :status, error_message = :message, "
-            "completed_at = :now WHERE id = :id AND status = :pending",
-            {
-                "status": FAILED,
-                "message": _bounded(message),
-                "now": utc_now(),
-                "id": request_id,
-                "pending": PENDING,
-            },
+        return self._transition(
+            request_id,
+            (PENDING,),
+            "status = :status, error_message = :message, completed_at = :now, started_at = NULL",
+            {"status": FAILED, "message": _safe_text(message), "now": utc_now()},
+            audit="export.failed",
         )
-        if changed:
-            self._record_failure(request_id)
-        return changed > 0
 
-    def start(self, request_id: str, run_id: str, attempt: int) -> None:
-        self.db.execute(
-            "UPDATE export_requests SET status = :status, started_at = :now, run_id = :run, "
-            "progress_percentage = 5, retry_count = :attempt, error_message = NULL "
-            "WHERE id = :id",
+    def start(self, request_id: str, run_id: str, attempt: int) -> bool:
+        """The run's worker begins (or retries) a PENDING or PROCESSING request.
+
+        Return False, changing nothing, if the request already ended (failed meanwhile).
+        """
+        return self._transition(
+            request_id,
+            (PENDING, PROCESSING),
+            "status = :status, started_at = :now, run_id = :run, progress_percentage = 5, "
+            "retry_count = :attempt, error_message = NULL",
             {
                 "status": PROCESSING,
                 "now": utc_now(),
-                "run": run_id,
-                "attempt": attempt,
-                "id": request_id,
+                "run": _safe_text(run_id, None),
+                "attempt": int(attempt),
             },
         )
 
-    def progress(self, request_id: str, percentage: int) -> None:
-        self.db.execute(
-            "UPDATE export_requests SET progress_percentage = :pct WHERE id = :id AND status = :status",
-            {"pct": int(percentage), "id": request_id, "status": PROCESSING},
+    def progress(self, request_id: str, percentage: int) -> bool:
+        """Advance a PROCESSING request's progress; return False if it is not PROCESSING."""
+        return self._transition(
+            request_id, (PROCESSING,), "progress_percentage = :pct", {"pct": int(percentage)}
         )
 
     def complete(
@@ -191,56 +253,56 @@ class RequestLedger:
         checksum: str,
         completed_at: dt.datetime,
         expires_at: dt.datetime,
-    ) -> None:
-        self.db.execute(
-            "UPDATE export_requests SET status = :status, progress_percentage = 100, "
-            "file_path = :path, file_size = :size, row_count = :rows, checksum_sha256 = :sha, "
-            "completed_at = :done, expires_at = :expires, error_message = NULL WHERE id = :id",
+    ) -> bool:
+        """Record the delivered file and its `export.completed` audit entry.
+
+        Only a PROCESSING (or PENDING) request completes: a worker finishing after its
+        request was failed (reconciled as dead, say) returns False and changes nothing.
+        """
+        return self._transition(
+            request_id,
+            (PROCESSING, PENDING),
+            "status = :status, progress_percentage = 100, file_path = :path, "
+            "file_size = :size, row_count = :rows, checksum_sha256 = :sha, "
+            "completed_at = :done, expires_at = :expires, error_message = NULL",
             {
                 "status": COMPLETED,
-                "path": file_path,
+                "path": _safe_text(file_path, None),
                 "size": file_size,
                 "rows": row_count,
-                "sha": checksum,
+                "sha": _safe_text(checksum, None),
                 "done": completed_at,
                 "expires": expires_at,
-                "id": request_id,
             },
+            audit="export.completed",
         )
 
     def fail(self, request_id: str, message: str, retry_count: int | None = None) -> bool:
         """Mark a request FAILED unless it already ended; return True if it changed.
 
-        Every request that ends FAILED leaves an `export.failed` entry in the organization's
-        audit log, whoever noticed the failure.
+        Every request that ends FAILED leaves one `export.failed` entry in the
+        organization's audit log, whoever noticed the failure, however often.
         """
-        changed = self.db.execute(
-            "UPDATE export_requests SET status = :status, error_message = :message, "
-            "completed_at = :now, retry_count = COALESCE(:retries, retry_count) "
-            "WHERE id = :id AND status IN (:pending, :processing)",
+        return self._transition(
+            request_id,
+            (PENDING, PROCESSING),
+            "status = :status, error_message = :message, completed_at = :now, "
+            "retry_count = COALESCE(:retries, retry_count), "
+            # A PENDING row's started_at is only its claim: it never started.
+            "started_at = CASE WHEN status = :was_pending THEN NULL ELSE started_at END",
             {
                 "status": FAILED,
-                "message": _bounded(message),
+                "message": _safe_text(message),
                 "now": utc_now(),
-                "retries": retry_count,
-                "id": request_id,
-                "pending": PENDING,
-                "processing": PROCESSING,
+                "retries": None if retry_count is None else int(retry_count),
+                "was_pending": PENDING,
             },
-        )
-        if changed:
-            self._record_failure(request_id)
-        return changed > 0
-
-    def expire(self, request_id: str) -> None:
-        self.db.execute(
-            "UPDATE export_requests SET status = :status WHERE id = :id AND status = :completed",
-            {"status": EXPIRED, "id": request_id, "completed": COMPLETED},
+            audit="export.failed",
         )
 
-    def _record_failure(self, request_id: str) -> None:
-        row = self.get(request_id)
-        self.append_audit_log(row["organization_id"], row["user_id"], "export.failed", request_id)
+    def expire(self, request_id: str) -> bool:
+        """A COMPLETED request whose file was deleted; return False if it was not COMPLETED."""
+        return self._transition(request_id, (COMPLETED,), "status = :status", {"status": EXPIRED})
 
     def append_audit_log(
         self,
@@ -249,18 +311,85 @@ class RequestLedger:
         action: str,
         target_id: str,
         occurred_at: dt.datetime | None = None,
-    ) -> None:
-        """Record in the application's own audit log who exported what."""
-        self.db.execute(
+    ) -> bool:
+        """Record in the application's own audit log who exported what; True if written.
+
+        The log references organizations and users: an entry for an organization that does
+        not exist is not written, an actor who does not exist is recorded as NULL. How a
+        request ended (`LEDGER_ACTIONS`) is recorded by `complete`, `fail` and `reject`
+        themselves, only when the transition happens; appending one here writes nothing.
+        """
+        if action in LEDGER_ACTIONS:
+            return False
+        with self._transaction() as run:
+            return self._audit(run, organization_id, actor_user_id, action, target_id, occurred_at)
+
+    # -- internals -------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[Run]:
+        """Statements (each returning rows) in one transaction, committed on success."""
+        with self.db.connect() as conn, contextlib.closing(conn.cursor()) as cur:
+
+            def run(sql: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+                query, values = self.db.bind(sql, params)
+                cur.execute(query, values)
+                return cur.fetch_arrow_table().to_pylist()
+
+            yield run
+            conn.commit()
+
+    def _transition(
+        self,
+        request_id: str,
+        allowed: Sequence[str],
+        assignments: str,
+        params: Mapping[str, Any],
+        audit: str | None = None,
+    ) -> bool:
+        """UPDATE the row if its status is one of `allowed`; True if it did.
+
+        With `audit`, the transition and its audit entry commit together.
+        """
+        statuses = {f"from_{i}": status for i, status in enumerate(allowed)}
+        with self._transaction() as run:
+            changed = run(
+                f"UPDATE export_requests SET {assignments} WHERE id = :request_id "
+                f"AND status IN ({', '.join(f':{name}' for name in statuses)}) "
+                "RETURNING organization_id, user_id",
+                {**params, **statuses, "request_id": request_id},
+            )
+            if changed and audit:
+                row = changed[0]
+                self._audit(run, row["organization_id"], row["user_id"], audit, request_id)
+        return bool(changed)
+
+    def _audit(
+        self,
+        run: Run,
+        organization_id: str,
+        actor_user_id: str | None,
+        action: str,
+        target_id: str,
+        occurred_at: dt.datetime | None = None,
+    ) -> bool:
+        # Only what exists is referenced (audit_log has foreign keys to organizations and
+        # users on PostgreSQL; SQLite keeps the same rule so both logs read alike).
+        written = run(
             "INSERT INTO audit_log (id, organization_id, actor_user_id, action, target_type, "
-            "target_id, ip_address, user_agent, occurred_at) VALUES (:id, :org, :actor, :action, "
-            "'export_request', :target, NULL, 'export_pipelines', :at)",
+            "target_id, ip_address, user_agent, occurred_at) "
+            "SELECT :id, o.id, (SELECT u.id FROM users u WHERE u.id = :actor), :action, "
+            ":target_type, :target, NULL, :agent, :at FROM organizations o WHERE o.id = :org "
+            "RETURNING id",
             {
                 "id": str(uuid.uuid4()),
-                "org": organization_id,
-                "actor": actor_user_id,
-                "action": action,
-                "target": target_id,
+                "org": _safe_text(organization_id, None),
+                "actor": _safe_text(actor_user_id, None),
+                "action": _safe_text(action),
+                "target_type": "export_request",
+                "target": _safe_text(target_id, None),
+                "agent": _AGENT,
                 "at": occurred_at or utc_now(),
             },
         )
+        return bool(written)

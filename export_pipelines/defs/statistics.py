@@ -3,7 +3,7 @@
 import dagster as dg
 import pandas as pd
 
-from export_pipelines.resources import SourceResource, WorkAreaResource
+from export_pipelines.defs.resources import SourceResource, WorkAreaResource
 
 STATISTICS_SQL = """
     SELECT id, export_type, export_format, status, file_size, row_count,

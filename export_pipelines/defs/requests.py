@@ -1,6 +1,6 @@
 """On-demand exports: the request sensor, the job that serves one request, and its outcome.
 
-The `export_requests` table is the interface (CONTRACT §6): the application inserts a
+The `export_requests` table is the interface (docs/CONTRACT.md §6): the application inserts a
 PENDING row; the sensor validates it and either marks it FAILED with a reason or launches
 one run (run key = request id, so a request is never served twice); the run writes
 progress and the result back; a run-failure sensor turns any failed or crashed run into
@@ -13,15 +13,17 @@ import os
 import dagster as dg
 
 from export_pipelines import settings
+from export_pipelines.defs.resources import SourceResource, StoreResource, WorkAreaResource
+from export_pipelines.pipeline.build import build_deliverable
+from export_pipelines.pipeline.deliverable import Deliverable
+from export_pipelines.pipeline.naming import request_folder
 from export_pipelines.requests.ledger import (
     Cursor,
     RequestLedger,
     parse_timestamp,
     utc_now,
 )
-from export_pipelines.requests.serve import build_deliverable, request_folder
-from export_pipelines.requests.validation import RequestRejected, ValidRequest, validate
-from export_pipelines.resources import SourceResource, StoreResource, WorkAreaResource
+from export_pipelines.requests.validation import RequestRejected, validate
 
 REQUEST_TAG = "export/request_id"
 ORG_TAG = "export/org"
@@ -57,7 +59,8 @@ def serve_export_request(
         ledger.fail(config.request_id, str(rejected), context.retry_number)
         raise dg.Failure(str(rejected), allow_retries=False) from None
 
-    ledger.start(request.id, context.run_id, context.retry_number)
+    request_id = request.reference
+    ledger.start(request_id, context.run_id, context.retry_number)
     target = store.store()
     deliverable = build_deliverable(
         request,
@@ -65,14 +68,14 @@ def serve_export_request(
         work.work_area(),
         target,
         context.run_id,
-        progress=lambda pct: ledger.progress(request.id, pct),
+        progress=lambda pct: ledger.progress(request_id, pct),
     )
 
     completed = utc_now()
     expires = completed + dt.timedelta(days=settings.retention_days())
     key = f"{deliverable.folder}/{deliverable.file.name}"
     ledger.complete(
-        request.id,
+        request_id,
         file_path=target.download_url(key, int((expires - completed).total_seconds())),
         file_size=deliverable.file.bytes,
         row_count=deliverable.file.rows,
@@ -81,10 +84,10 @@ def serve_export_request(
         expires_at=expires,
     )
     ledger.append_audit_log(
-        request.organization_id, request.user_id, "export.completed", request.id
+        request.organization_id, request.requested_by, "export.completed", request_id
     )
     context.log.info(
-        f"request {request.id}: {deliverable.file.rows:,} rows, {deliverable.file.bytes:,} bytes "
+        f"request {request_id}: {deliverable.file.rows:,} rows, {deliverable.file.bytes:,} bytes "
         f"at {deliverable.file.location} ({len(deliverable.built_days)} day(s) built, "
         f"{len(deliverable.reused_days)} reused)"
     )
@@ -98,14 +101,14 @@ def serve_export_request_job():
     serve_export_request()
 
 
-def run_request_for(request: ValidRequest) -> dg.RunRequest:
+def run_request_for(request: Deliverable) -> dg.RunRequest:
     return dg.RunRequest(
-        run_key=request.id,
-        run_config={"ops": {"serve_export_request": {"config": {"request_id": request.id}}}},
+        run_key=request.reference,
+        run_config={"ops": {"serve_export_request": {"config": {"request_id": request.reference}}}},
         tags={
-            REQUEST_TAG: request.id,
+            REQUEST_TAG: request.reference,
             ORG_TAG: request.organization_id,
-            USER_TAG: request.user_id,
+            USER_TAG: request.requested_by,
             TYPE_TAG: request.spec.key,
         },
     )

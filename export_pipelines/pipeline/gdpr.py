@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from export_pipelines.columns import Column, boolean, integer, string, timestamp
-from export_pipelines.render import ExportFormat, RenderedFile, RenderOptions, ReportContext, render
+from export_pipelines.render import ExportFormat, RenderedFile, RenderOptions, ReportContext
 from export_pipelines.source.database import SourceDatabase
 
 
@@ -245,7 +245,9 @@ def extract_sections(
     db: SourceDatabase, folder: Path, organization_id: str, user_id: str, window_end: dt.datetime
 ) -> dict[str, int]:
     """Write one Parquet file per section into `folder`; return rows per section."""
-    from export_pipelines.stages import write_parquet  # stages import the catalog, which imports us
+    from export_pipelines.pipeline.prepare import (
+        write_parquet,
+    )  # prepare imports the catalog, which imports us
 
     params = section_params(organization_id, user_id, window_end)
     counts = {}
@@ -330,13 +332,7 @@ def render_bundle(
                 out.write(json.dumps(cover, ensure_ascii=False, indent=2).encode())
                 out.write(b',\n"sections": {')
                 for i, section in enumerate(SECTIONS):
-                    part = render(
-                        fmt,
-                        _reader(sources, section),
-                        scratch / f"{section.name}.json",
-                        options,
-                        context,
-                    )
+                    part = _render_section(sources, section, scratch, fmt, options, context)
                     out.write((("," if i else "") + f"\n{json.dumps(section.name)}: ").encode())
                     out.write(part.path.read_bytes())
                 out.write(b"}}\n")
@@ -346,13 +342,7 @@ def render_bundle(
             with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
                 archive.writestr(_entry("cover.md"), cover_markdown(cover))
                 for section in SECTIONS:
-                    part = render(
-                        fmt,
-                        _reader(sources, section),
-                        scratch / f"{section.name}.csv",
-                        options,
-                        context,
-                    )
+                    part = _render_section(sources, section, scratch, fmt, options, context)
                     archive.writestr(_entry(f"{section.name}.csv"), part.path.read_bytes())
             files.append(RenderedFile(path, fmt, total))
         else:
@@ -361,6 +351,14 @@ def render_bundle(
         leftover.unlink()
     scratch.rmdir()
     return files
+
+
+def _render_section(sources, section, scratch, fmt, options, context) -> RenderedFile:
+    from export_pipelines.pipeline.build import render_formats
+
+    return render_formats(
+        lambda: _reader(sources, section), scratch, section.name, [fmt], options, context
+    )[0]
 
 
 def _reader(sources: Path, section: Section) -> pa.RecordBatchReader:
@@ -372,14 +370,6 @@ def _entry(name: str) -> zipfile.ZipInfo:
     info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))  # same bytes for same data
     info.compress_type = zipfile.ZIP_DEFLATED
     return info
-
-
-def subject_folder(organization_id: str, day: dt.date, user_id: str) -> str:
-    """Published folder: the contract's layout, one level deeper per person."""
-    from export_pipelines.stages import ExportPartition, path_segment
-
-    partition = ExportPartition(organization_id, day)
-    return f"{partition.folder('user_data_export')}/user={path_segment(user_id)}"
 
 
 def build_user_export(
@@ -407,3 +397,21 @@ def build_user_export(
     out = scratch / "files"
     out.mkdir(exist_ok=True)
     return render_bundle(sections, out, stem, formats, cover), cover
+
+
+def render_user_export(deliverable, db: SourceDatabase, folder: Path):
+    """One person's data as of the deliverable's last day: always computed fresh."""
+    from export_pipelines.pipeline.build import Rendered
+
+    files, cover = build_user_export(
+        db,
+        folder,
+        deliverable.organization_id,
+        deliverable.subject_user_id,
+        deliverable.date_to,
+        list(deliverable.formats),
+        deliverable.stem,
+    )
+    rows = sum(s["rows"] for s in cover["sections"])
+    sections = [{"name": s["name"], "rows": s["rows"]} for s in cover["sections"]]
+    return Rendered(files, rows, header={"sections": sections})

@@ -19,9 +19,9 @@ from dagster._core.storage.tags import (
 )
 
 from export_pipelines.catalog.spec import ExportSpec
-from export_pipelines.factory import all_export_assets
-from export_pipelines.partitions import organizations
-from export_pipelines.stages import ExportPartition
+from export_pipelines.defs.exports import all_export_assets
+from export_pipelines.defs.partitions import organizations
+from export_pipelines.pipeline.naming import ExportPartition
 
 DAYS_PER_RUN = 31
 

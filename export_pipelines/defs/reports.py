@@ -1,9 +1,11 @@
-"""Recurring reports (CONTRACT §7): subscriptions served on their cadence, by email.
+"""Recurring reports (docs/CONTRACT.md §7): subscriptions served on their cadence, by email.
 
 Three UTC schedules — daily, weekly (Mondays) and monthly (the 1st) — each launch one run
 per due subscription and period, keyed `<subscription>:<first day>:<last day>`, so a
-replayed tick or a retried launch never delivers twice. The run builds one file over the
-period from the organization's daily partitions, publishes it under
+replayed tick or a retried launch never delivers twice. The run checks the subscription
+exactly like a request by its owner, against the database as it is then (an owner who
+lost the right to the type, or left the organization, gets nothing delivered, to anyone),
+builds one file over the period through the deliverable pipeline, publishes it under
 `reports/<subscription>/<period>/` with a manifest, emails it (attached, or linked when
 large), and only then sets `last_run_at`. A run that finally fails tells the owner.
 """
@@ -11,22 +13,16 @@ large), and only then sets `last_run_at`. A run that finally fails tells the own
 import datetime as dt
 import json
 import os
-import tempfile
-from pathlib import Path
 
 import dagster as dg
 
 from export_pipelines import settings
-from export_pipelines.catalog import get_spec
-from export_pipelines.catalog.spec import Window
+from export_pipelines.catalog import CATALOG
+from export_pipelines.defs.resources import SourceResource, StoreResource, WorkAreaResource
 from export_pipelines.delivery.email import compose_failure_email, compose_report_email, send_report
-from export_pipelines.manifest import publish_folder
-from export_pipelines.render import ExportFormat, RenderOptions
+from export_pipelines.pipeline.build import build_deliverable
 from export_pipelines.requests.ledger import utc_now
-from export_pipelines.requests.serve import render_range, request_header
-from export_pipelines.requests.validation import ValidRequest, parse_filters
-from export_pipelines.resources import SourceResource, StoreResource, WorkAreaResource
-from export_pipelines.stages import path_segment
+from export_pipelines.requests.validation import RequestRejected, validate_subscription
 
 SUBSCRIPTION_TAG = "export/subscription"
 PERIOD_TAG = "export/period"
@@ -97,28 +93,6 @@ class DeliverReportConfig(dg.Config):
     date_to: str
 
 
-def report_request(sub: dict, first: dt.date, last: dt.date) -> ValidRequest:
-    """A subscription's period, in the shape the request path already knows how to build."""
-    spec = get_spec(sub["export_type"])
-    filters = parse_filters(sub.get("filters"), spec, today=last)
-    return ValidRequest(
-        id=f"{sub['id']}-{first}-{last}",
-        organization_id=sub["organization_id"],
-        user_id=sub["user_id"],
-        spec=spec,
-        format=ExportFormat.parse(sub["export_format"]),
-        date_from=first,
-        date_to=last,
-        project_ids=filters["project_ids"],
-        columns=None,
-        options=RenderOptions(),
-    )
-
-
-def report_folder(subscription_id: str, first: dt.date, last: dt.date) -> str:
-    return f"reports/{path_segment(subscription_id)}/{first}_{last}"
-
-
 @dg.op(
     retry_policy=dg.RetryPolicy(max_retries=2, delay=5),
     description="Build, publish and email one subscription's report for one period.",
@@ -140,62 +114,66 @@ def deliver_report(
         )
     sub = rows[0]
     first, last = dt.date.fromisoformat(config.date_from), dt.date.fromisoformat(config.date_to)
-    request = report_request(sub, first, last)
+    try:
+        # At every delivery, against the database as it is now: who may still receive it.
+        report = validate_subscription(sub, db, first, last)
+    except RequestRejected as refused:
+        raise dg.Failure(
+            f"report {sub['id']} for {first} to {last} was not delivered: {refused}",
+            allow_retries=False,
+        ) from None
     target = store.store()
-    folder = report_folder(sub["id"], first, last)
+    folder = report.folder
     receipt = f"{folder}/delivery.json"
     if target.exists(receipt):
         # A replayed tick or a manual re-run: this period was delivered already.
         context.log.info(f"{sub['id']} {first}..{last} was already delivered; nothing sent")
         return
-    with tempfile.TemporaryDirectory(dir=work.work_area().root, prefix=".report-") as scratch:
-        rendered, _, _ = render_range(request, db, work.work_area(), Path(scratch))
-        header = request_header(request, rendered.rows, context.run_id)
-        header.update(request_id=None, subscription_id=sub["id"])
-        _, published = publish_folder(target, folder, [rendered], header)
-        file = published[0]
-        context.log.info(f"published {file.location} ({file.rows:,} rows, {file.bytes:,} bytes)")
+    built = build_deliverable(report, db, work.work_area(), target, context.run_id)
+    file = built.file
+    context.log.info(f"published {file.location} ({file.rows:,} rows, {file.bytes:,} bytes)")
 
-        smtp = settings.smtp_settings()
-        if smtp is None:
-            context.log.warning(
-                "email delivery skipped: EXPORT_SMTP_HOST is not set; the report is published "
-                f"at {file.location}"
-            )
-        else:
-            organization = db.scalar(
-                "SELECT name FROM organizations WHERE id = :id", {"id": sub["organization_id"]}
-            )
-            link = target.download_url(
-                f"{folder}/{file.name}", settings.retention_days() * 24 * 3600
-            )
+    smtp = settings.smtp_settings()
+    if smtp is None:
+        context.log.warning(
+            "email delivery skipped: EXPORT_SMTP_HOST is not set; the report is published "
+            f"at {file.location}"
+        )
+    else:
+        organization = db.scalar(
+            "SELECT name FROM organizations WHERE id = :id", {"id": report.organization_id}
+        )
+        link = target.download_url(f"{folder}/{file.name}", settings.retention_days() * 24 * 3600)
+        with work.work_area().scratch(".report-") as scratch:
+            attachment = scratch / file.name
+            target.download(f"{folder}/{file.name}", attachment)
             message = compose_report_email(
                 smtp,
-                json.loads(sub["email_recipients"]),
-                request.spec.title,
-                organization or sub["organization_id"],
-                Window.for_days(first, last).label,
+                list(report.recipients),
+                report.spec.title,
+                organization or report.organization_id,
+                report.window.label,
                 file.rows,
-                rendered.path,
+                attachment,
                 link,
                 max_attachment_bytes(),
             )
             send_report(smtp, message)
-            context.log.info(f"emailed to {', '.join(json.loads(sub['email_recipients']))}")
-        target.put_bytes(
-            json.dumps(
-                {
-                    "subscription_id": sub["id"],
-                    "period": [str(first), str(last)],
-                    "file": file.name,
-                    "sha256": file.sha256,
-                    "emailed": smtp is not None,
-                    "delivered_at": utc_now().isoformat(),
-                    "run_id": context.run_id,
-                }
-            ).encode(),
-            receipt,
-        )
+        context.log.info(f"emailed to {', '.join(report.recipients)}")
+    target.put_bytes(
+        json.dumps(
+            {
+                "subscription_id": sub["id"],
+                "period": [str(first), str(last)],
+                "file": file.name,
+                "sha256": file.sha256,
+                "emailed": smtp is not None,
+                "delivered_at": utc_now().isoformat(),
+                "run_id": context.run_id,
+            }
+        ).encode(),
+        receipt,
+    )
     db.execute(
         "UPDATE report_subscriptions SET last_run_at = :now WHERE id = :id",
         {"now": utc_now(), "id": sub["id"]},
@@ -237,7 +215,7 @@ report_schedules = [
     description="Tells a subscription's owner by email when a delivery failed for good.",
 )
 def report_failure_sensor(context: dg.RunFailureSensorContext, source: SourceResource):
-    from export_pipelines.on_demand import failure_message
+    from export_pipelines.defs.requests import failure_message
 
     subscription_id = context.dagster_run.tags.get(SUBSCRIPTION_TAG)
     smtp = settings.smtp_settings()
@@ -252,7 +230,8 @@ def report_failure_sensor(context: dg.RunFailureSensorContext, source: SourceRes
     if not owner:
         return
     period = context.dagster_run.tags.get(PERIOD_TAG, "")
-    spec_title = get_spec(owner[0]["export_type"]).title
+    spec = CATALOG.get(str(owner[0]["export_type"]).strip().lower())
+    spec_title = spec.title if spec else str(owner[0]["export_type"])
     send_report(
         smtp,
         compose_failure_email(

@@ -6,8 +6,8 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 
 from export_pipelines import settings
+from export_pipelines.pipeline.workarea import WorkArea
 from export_pipelines.source.database import SourceDatabase
-from export_pipelines.stages import WorkArea
 from export_pipelines.store import Store, open_store
 
 

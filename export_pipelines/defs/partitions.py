@@ -3,7 +3,7 @@
 import dagster as dg
 
 from export_pipelines import settings
-from export_pipelines.resources import SourceResource
+from export_pipelines.defs.resources import SourceResource
 
 organizations = dg.DynamicPartitionsDefinition(name="organizations")
 days = dg.DailyPartitionsDefinition(start_date=settings.partitions_start(), timezone="UTC")

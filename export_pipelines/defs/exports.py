@@ -1,5 +1,6 @@
 """Turns an export spec into its four assets: T/extract → T/transform → T/render → T/publish."""
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -7,17 +8,29 @@ from typing import Any
 import dagster as dg
 
 from export_pipelines.catalog.spec import ExportSpec, Kind
+from export_pipelines.defs.partitions import export_partitions
+from export_pipelines.defs.resources import SourceResource, StoreResource, WorkAreaResource
 from export_pipelines.manifest import verify_folder
-from export_pipelines.partitions import export_partitions
-from export_pipelines.render import Compression, ExportFormat, RenderOptions
-from export_pipelines.resources import SourceResource, StoreResource, WorkAreaResource
-from export_pipelines.stages import (
-    ExportPartition,
+from export_pipelines.pipeline.build import (
+    Built,
+    Rendered,
+    build_deliverable,
+    publish_deliverable,
+    render_deliverable,
+)
+from export_pipelines.pipeline.bundle import BundlePartMissing
+from export_pipelines.pipeline.deliverable import Deliverable
+from export_pipelines.pipeline.naming import ExportPartition, path_segment
+from export_pipelines.pipeline.prepare import (
+    Preparation,
     extract_days,
-    publish_partition,
-    render_partition,
+    load_prepared,
+    source_fingerprints,
     transform_partition,
 )
+from export_pipelines.pipeline.workarea import WorkArea
+from export_pipelines.render import Compression, ExportFormat, RenderedFile, RenderOptions
+from export_pipelines.requests.validation import RequestRejected, launchpad_options
 
 # A backfill of one organization's range runs in batches of partitions, not one run per day.
 BACKFILL_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=31)
@@ -43,16 +56,21 @@ class RenderConfig(dg.Config):
     formula_guard: bool = True
     pdf_row_limit: int = 100_000
 
-    def options(self) -> RenderOptions:
-        if len(self.csv_delimiter) != 1:
-            raise dg.Failure(f"csv_delimiter must be one character, got {self.csv_delimiter!r}")
-        return RenderOptions(
-            csv_delimiter=self.csv_delimiter,
-            csv_bom=self.csv_bom,
-            formula_guard=self.formula_guard,
-            pdf_row_limit=self.pdf_row_limit,
-            compression=self.compression,
-        )
+    def options(self, spec: ExportSpec) -> RenderOptions:
+        """Checked by the same rules as a request's parameters."""
+        try:
+            return launchpad_options(
+                spec,
+                {
+                    "delimiter": self.csv_delimiter,
+                    "bom": self.csv_bom,
+                    "formula_guard": self.formula_guard,
+                    "pdf_row_limit": self.pdf_row_limit,
+                    "compression": self.compression.value,
+                },
+            )
+        except RequestRejected as refused:
+            raise dg.Failure(str(refused), allow_retries=False) from None
 
 
 def partitions_of(context: dg.AssetExecutionContext) -> list[ExportPartition]:
@@ -93,6 +111,74 @@ def _partition_metadata(partitions: Sequence[ExportPartition], rows: Sequence[in
     }
 
 
+RENDER_LISTING = "render.json"
+
+
+def render_partition(
+    spec: ExportSpec,
+    work: WorkArea,
+    partition: ExportPartition,
+    formats: tuple[ExportFormat, ...],
+    options: RenderOptions,
+    run_id: str,
+) -> Rendered:
+    """The render stage: this run's own version of the partition's files.
+
+    Versions are per run, so two runs of one partition never publish each other's files.
+    """
+    prepared = load_prepared(spec, work, partition)
+    if prepared is None:
+        raise dg.Failure(
+            f"{spec.key}/transform has not been materialized for partition {partition.key}; "
+            f"materialize the whole {spec.key} group for this partition (Materialize all)",
+            allow_retries=False,
+        )
+    deliverable = Deliverable.for_partition(spec, partition, formats, options)
+    stage = work.stage_dir(spec.key, "render", partition)
+
+    def build(folder: Path) -> Rendered:
+        rendered = render_deliverable(
+            deliverable, None, work, folder, prepared=Preparation([prepared], [], [])
+        )
+        listing = [
+            {"name": f.path.name, "format": f.format_name, "rows": f.rows} for f in rendered.files
+        ]
+        (folder / RENDER_LISTING).write_text(json.dumps({"rows": rendered.rows, "files": listing}))
+        return rendered
+
+    rendered = work.build(stage, build, version=_version_name(run_id))
+    folder = work.version(stage, _version_name(run_id))
+    return Rendered(
+        [RenderedFile(folder / f.path.name, f.format, f.rows) for f in rendered.files],
+        rendered.rows,
+    )
+
+
+def _version_name(run_id: str) -> str:
+    return f"run-{path_segment(run_id)}"
+
+
+def publish_partition(
+    spec: ExportSpec, work: WorkArea, store, partition: ExportPartition, run_id: str
+) -> Built:
+    """The publish stage: this run's rendered files if it rendered them, else the latest."""
+    stage = work.stage_dir(spec.key, "render", partition)
+    folder = work.version(stage, _version_name(run_id)) or work.current(stage)
+    if folder is None or not (folder / RENDER_LISTING).exists():
+        raise dg.Failure(
+            f"{spec.key}/render has not been materialized for partition {partition.key}; "
+            f"materialize the whole {spec.key} group for this partition (Materialize all)",
+            allow_retries=False,
+        )
+    listing = json.loads((folder / RENDER_LISTING).read_text())
+    files = [
+        RenderedFile(folder / f["name"], ExportFormat(f["format"]), f["rows"])
+        for f in listing["files"]
+    ]
+    deliverable = Deliverable.for_partition(spec, partition, tuple(f.format for f in files))
+    return publish_deliverable(deliverable, Rendered(files, listing["rows"]), store, run_id)
+
+
 def export_assets(spec: ExportSpec) -> list[dg.AssetsDefinition]:
     """The four assets (and their checks) of one export type."""
     group = spec.key
@@ -129,11 +215,11 @@ def export_assets(spec: ExportSpec) -> list[dg.AssetsDefinition]:
         days_by_org: dict[str, list] = {}
         for partition in partitions_of(context):
             days_by_org.setdefault(partition.organization_id, []).append(partition.date)
-        results = [
-            result
-            for org, days in days_by_org.items()
-            for result in extract_days(spec, db, area, org, days)
-        ]
+        results = []
+        for org, days in days_by_org.items():
+            # Fingerprinted first (where the engine can), so requests may reuse these days.
+            fingerprints = source_fingerprints(spec, db, org, days)
+            results += extract_days(spec, db, area, org, days, fingerprints)
         rows = [r.rows for r in results]
         first = results[0]
         return dg.MaterializeResult(
@@ -177,7 +263,9 @@ def export_assets(spec: ExportSpec) -> list[dg.AssetsDefinition]:
             metadata={
                 "dagster/row_count": sum(rows),
                 "dagster/column_schema": schema,
-                "preview": dg.MetadataValue.md(markdown_preview(first.preview, spec.column_names)),
+                "preview": dg.MetadataValue.md(
+                    markdown_preview(first.preview(), spec.column_names)
+                ),
                 "totals": dg.MetadataValue.json(first.totals),
                 "null_counts": dg.MetadataValue.json(first.nulls),
                 **_partition_metadata([r.partition for r in results], rows),
@@ -206,17 +294,21 @@ def export_assets(spec: ExportSpec) -> list[dg.AssetsDefinition]:
         context: dg.AssetExecutionContext, config: RenderConfig, work: WorkAreaResource
     ) -> dg.MaterializeResult:
         area = work.work_area()
-        formats = list(dict.fromkeys(config.formats)) or list(spec.default_formats)
-        options = config.options()
+        formats = tuple(dict.fromkeys(config.formats)) or tuple(spec.default_formats)
+        options = config.options(spec)
         partitions = partitions_of(context)
-        rendered = [render_partition(spec, area, p, formats, options) for p in partitions]
+        rendered = [
+            render_partition(spec, area, p, formats, options, context.run_id) for p in partitions
+        ]
         first = rendered[0]
         return dg.MaterializeResult(
             metadata={
-                "dagster/row_count": sum(f[0].rows for f in rendered if f),
+                "dagster/row_count": sum(r.rows for r in rendered),
                 "formats": ", ".join(f.value for f in formats),
-                "files": dg.MetadataValue.json({f.path.name: f.path.stat().st_size for f in first}),
-                **_partition_metadata(partitions, [f[0].rows if f else 0 for f in rendered]),
+                "files": dg.MetadataValue.json(
+                    {f.path.name: f.path.stat().st_size for f in first.files}
+                ),
+                **_partition_metadata(partitions, [r.rows for r in rendered]),
             }
         )
 
@@ -243,13 +335,13 @@ def export_assets(spec: ExportSpec) -> list[dg.AssetsDefinition]:
         partitions = partitions_of(context)
         outcomes = [publish_partition(spec, area, target, p, context.run_id) for p in partitions]
         problems = [
-            problem for p in partitions for problem in verify_folder(target, p.folder(spec.key))
+            problem for built in outcomes for problem in verify_folder(target, built.folder)
         ]
-        manifest, files = outcomes[0]
+        files = outcomes[0].files
         metadata: dict[str, Any] = {
-            "dagster/row_count": sum(m["row_count"] for m, _ in outcomes),
+            "dagster/row_count": sum(b.manifest["row_count"] for b in outcomes),
             "manifest": dg.MetadataValue.path(
-                target.location(f"{partitions[0].folder(spec.key)}/manifest.json")
+                target.location(f"{outcomes[0].folder}/manifest.json")
             ),
             "files": dg.MetadataValue.md(
                 "| file | bytes | rows | sha256 |\n|---|---|---|---|\n"
@@ -260,7 +352,9 @@ def export_assets(spec: ExportSpec) -> list[dg.AssetsDefinition]:
         }
         for f in files:
             metadata[f"sha256 {f.name}"] = f.sha256
-        metadata.update(_partition_metadata(partitions, [m["row_count"] for m, _ in outcomes]))
+        metadata.update(
+            _partition_metadata(partitions, [b.manifest["row_count"] for b in outcomes])
+        )
         return dg.MaterializeResult(
             metadata=metadata,
             check_results=[
@@ -315,10 +409,6 @@ def stage_specs(
 
 def user_bundle_assets(spec: ExportSpec) -> list[dg.AssetsDefinition]:
     """The GDPR export as one asset per stage: the person is named in the run config."""
-    from export_pipelines.gdpr import build_user_export, subject_folder
-    from export_pipelines.manifest import publish_folder
-    from export_pipelines.stages import manifest_header
-
     keys = {stage: dg.AssetKey([spec.key, stage]) for stage in STAGES}
 
     @dg.multi_asset(
@@ -343,36 +433,21 @@ def user_bundle_assets(spec: ExportSpec) -> list[dg.AssetsDefinition]:
         store: StoreResource,
         work: WorkAreaResource,
     ):
-        import tempfile
-
         target = store.store()
+        formats = tuple(ExportFormat.parse(getattr(f, "value", f)) for f in config.formats)
         for partition in partitions_of(context):
-            with tempfile.TemporaryDirectory(dir=work.work_area().root) as scratch:
-                stem = f"{partition.file_stem(spec.key)}_{config.user_id}"
-                files, cover = build_user_export(
-                    source.database(),
-                    Path(scratch),
-                    partition.organization_id,
-                    config.user_id,
-                    partition.date,
-                    list(config.formats),
-                    stem,
+            deliverable = Deliverable.for_partition(
+                spec, partition, formats, subject_user_id=config.user_id
+            )
+            try:
+                built = build_deliverable(
+                    deliverable, source.database(), work.work_area(), target, context.run_id
                 )
-                rows = sum(s["rows"] for s in cover["sections"])
-                header = manifest_header(
-                    spec,
-                    partition.organization_id,
-                    rows,
-                    context.run_id,
-                    partition.date,
-                    extra={"user_id": config.user_id},
-                )
-                _, published = publish_folder(
-                    target,
-                    subject_folder(partition.organization_id, partition.date, config.user_id),
-                    files,
-                    header,
-                )
+            except LookupError as missing:
+                raise dg.Failure(str(missing), allow_retries=False) from None
+        rows = built.manifest["row_count"]
+        published = built.files
+        cover = {"sections": built.manifest.get("sections", [])}
         sections = {s["name"]: s["rows"] for s in cover["sections"]}
         yield dg.MaterializeResult(
             asset_key=keys["extract"],
@@ -386,7 +461,7 @@ def user_bundle_assets(spec: ExportSpec) -> list[dg.AssetsDefinition]:
             metadata={"dagster/row_count": rows, "rows_of_other_users": 0},
         )
         yield dg.MaterializeResult(
-            asset_key=keys["render"], metadata={"files": ", ".join(f.path.name for f in files)}
+            asset_key=keys["render"], metadata={"files": ", ".join(f.name for f in published)}
         )
         yield dg.MaterializeResult(
             asset_key=keys["publish"],
@@ -401,12 +476,7 @@ def user_bundle_assets(spec: ExportSpec) -> list[dg.AssetsDefinition]:
 
 def organization_bundle_assets(spec: ExportSpec) -> list[dg.AssetsDefinition]:
     """One zip of every table export of the partition, built from what was published."""
-    import tempfile
-
-    from export_pipelines.bundle import bundle_manifest, collect_parts, write_bundle
     from export_pipelines.catalog import bundled_specs
-    from export_pipelines.manifest import publish_folder
-    from export_pipelines.stages import manifest_header
 
     parts_specs = bundled_specs()
     keys = {stage: dg.AssetKey([spec.key, stage]) for stage in STAGES}
@@ -435,24 +505,15 @@ def organization_bundle_assets(spec: ExportSpec) -> list[dg.AssetsDefinition]:
         target = store.store()
         total_rows, files = 0, []
         for partition in partitions_of(context):
-            parts = collect_parts(target, partition, parts_specs)
-            manifest = bundle_manifest(partition, parts)
-            with tempfile.TemporaryDirectory(dir=work.work_area().root) as scratch:
-                bundle = write_bundle(
-                    target, parts, manifest, Path(scratch) / f"{partition.file_stem(spec.key)}.zip"
+            deliverable = Deliverable.for_partition(spec, partition)
+            try:
+                built = build_deliverable(
+                    deliverable, None, work.work_area(), target, context.run_id
                 )
-                header = manifest_header(
-                    spec,
-                    partition.organization_id,
-                    bundle.rows,
-                    context.run_id,
-                    partition.date,
-                    extra={"parts": [p["export_type"] for p in manifest["parts"]]},
-                )
-                header["columns"] = []
-                _, published = publish_folder(target, partition.folder(spec.key), [bundle], header)
-            total_rows += bundle.rows
-            files += published
+            except BundlePartMissing as missing:
+                raise dg.Failure(str(missing), allow_retries=False) from None
+            total_rows += built.manifest["row_count"]
+            files += built.files
         yield dg.MaterializeResult(asset_key=keys["extract"], metadata={"parts": len(parts_specs)})
         yield dg.MaterializeResult(
             asset_key=keys["transform"], metadata={"dagster/row_count": total_rows}
