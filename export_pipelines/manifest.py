@@ -54,7 +54,9 @@ def publish_folder(
 
     - a store that can swap folders (`Store.replace_folder`: a local store) gets the
       whole new version built aside and swapped in at once, so the folder is always
-      exactly the old version or exactly the new one;
+      exactly the old version or exactly the new one (where the OS lacks an atomic
+      exchange of two directories the swap is two renames, and between them, or after
+      a kill there until the next publish, the folder is absent: never a mix);
     - other stores (S3, where no group of objects changes at once) are updated in place
       in an order that keeps the manifest true (`_publish_in_place`): it never lists a
       file whose bytes are not the ones it names. Readers there may meet a folder in

@@ -230,6 +230,9 @@ class LocalStore(Store):
         the swap is two renames: the live folder is parked under a hidden name, then the
         build renamed in. The folder is never a mix there either, but for the instant
         between the renames (or after a kill in it, until the next publish) it is absent.
+
+        Sub-folders are carried over as they were when the build finished: a publish of
+        a sub-folder that completes in the instant between that and the swap is undone.
         """
         folder = folder.strip("/")
         live = self._path(folder) if folder else self.root

@@ -18,7 +18,6 @@ from export_pipelines.pipeline.build import build_deliverable
 from export_pipelines.pipeline.deliverable import Deliverable
 from export_pipelines.pipeline.naming import request_folder
 from export_pipelines.requests.ledger import (
-    Cursor,
     RequestLedger,
     parse_timestamp,
     utc_now,
@@ -60,7 +59,10 @@ def serve_export_request(
         raise dg.Failure(str(rejected), allow_retries=False) from None
 
     request_id = request.reference
-    ledger.start(request_id, context.run_id, context.retry_number)
+    if not ledger.start(request_id, context.run_id, context.retry_number):
+        # Ended meanwhile (failed by the reconciler, expired): never flip it back.
+        context.log.warning(f"request {request_id} is no longer waiting; nothing built")
+        return
     target = store.store()
     deliverable = build_deliverable(
         request,
@@ -74,6 +76,7 @@ def serve_export_request(
     completed = utc_now()
     expires = completed + dt.timedelta(days=settings.retention_days())
     key = f"{deliverable.folder}/{deliverable.file.name}"
+    # The ledger records export.completed itself, and only if the request was still open.
     ledger.complete(
         request_id,
         file_path=target.download_url(key, int((expires - completed).total_seconds())),
@@ -82,9 +85,6 @@ def serve_export_request(
         checksum=deliverable.file.sha256,
         completed_at=completed,
         expires_at=expires,
-    )
-    ledger.append_audit_log(
-        request.organization_id, request.requested_by, "export.completed", request_id
     )
     context.log.info(
         f"request {request_id}: {deliverable.file.rows:,} rows, {deliverable.file.bytes:,} bytes "
@@ -187,17 +187,21 @@ def export_requests_sensor(context: dg.SensorEvaluationContext, source: SourceRe
     db = source.database()
     ledger = RequestLedger(db)
     ended = reconcile_unfinished(context.instance, ledger, context.log)
-    cursor = Cursor.decode(context.cursor)
     run_requests = []
     rejected = 0
-    for row in ledger.pending_after(cursor):
-        cursor = Cursor.of(row)
+    # Claimed, not read after a cursor: a row committed late or stamped in the future is
+    # still served, and a claim lost with a failed tick is offered again after its lease.
+    for row in ledger.claim_pending():
         try:
             request = validate(row, db, utc_now())
         except RequestRejected as error:
             message = str(error)
-        except Exception as error:  # noqa: BLE001 - one bad row must not stop the others
-            message = f"the request could not be read: {error}"
+        except Exception:  # noqa: BLE001 - one bad row must not stop the others
+            context.log.exception(f"request {row.get('id')!r} could not be validated")
+            message = (
+                "the request could not be read; check its export type, format, filters and "
+                "parameters against the documentation"
+            )
         else:
             run_requests.append(run_request_for(request))
             continue
@@ -206,7 +210,7 @@ def export_requests_sensor(context: dg.SensorEvaluationContext, source: SourceRe
         ledger.reject(row["id"], message)
     if not run_requests and not rejected and not ended:
         return dg.SkipReason("no new export requests")
-    return dg.SensorResult(run_requests=run_requests, cursor=cursor.encode())
+    return dg.SensorResult(run_requests=run_requests)
 
 
 def failure_message(context: dg.RunFailureSensorContext) -> str:
@@ -256,4 +260,5 @@ expire_exports_schedule = dg.ScheduleDefinition(
     cron_schedule="15 * * * *",
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Every hour: delete on-demand deliverables past their expiry, mark them EXPIRED.",
 )

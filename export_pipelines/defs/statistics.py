@@ -77,3 +77,14 @@ def export_statistics(source: SourceResource, work: WorkAreaResource) -> dg.Mate
             "path": dg.MetadataValue.path(str(path)),
         }
     )
+
+
+# The data team's view of the on-demand service, refreshed every hour.
+statistics_job = dg.define_asset_job("export_statistics_job", selection=[export_statistics])
+statistics_schedule = dg.ScheduleDefinition(
+    job=statistics_job,
+    cron_schedule="45 * * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Refresh operations/export_statistics every hour.",
+)
