@@ -1,4 +1,4 @@
-"""The `export-pipelines` command line (CONTRACT §8)."""
+"""The `export-pipelines` command line (docs/CONTRACT.md §8)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Publishing a folder of rendered files with its manifest, and verifying one (CONTRACT §5)."""
+"""Publishing a folder of rendered files with its manifest, and verifying one (docs/CONTRACT.md §5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Configuration from the environment (CONTRACT §2); unset means the embedded default."""
+"""Configuration from the environment (docs/CONTRACT.md §2); unset means the embedded default."""
 
 from __future__ import annotations
 

@@ -84,7 +84,7 @@ def sample_rows(day: dt.date, count: int) -> pa.Table:
 def render_partition(
     directory: Path, day: dt.date = DAY, formats=FORMATS, rows: int = 12
 ) -> list[RenderedFile]:
-    """Files as the render stage makes them: real renderers, CONTRACT §5 file names."""
+    """Files as the render stage makes them: real renderers, docs/CONTRACT.md §5 file names."""
     directory.mkdir(parents=True, exist_ok=True)
     table = sample_rows(day, rows)
     files = []

@@ -1,4 +1,4 @@
-"""The export catalog (CONTRACT §3): one spec per export type."""
+"""The export catalog (docs/CONTRACT.md §3): one spec per export type."""
 
 from export_pipelines.catalog import (
     audit_log_export,

@@ -1,4 +1,4 @@
-"""Organization × UTC day partitions (CONTRACT §4), and the sensor that discovers organizations."""
+"""Organization × UTC day partitions (docs/CONTRACT.md §4), and the sensor that discovers organizations."""
 
 import dagster as dg
 

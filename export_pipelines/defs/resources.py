@@ -43,7 +43,7 @@ class WorkAreaResource(dg.ConfigurableResource):
 
 
 def default_resources() -> dict[str, dg.ConfigurableResource]:
-    """Resources for this deployment, chosen from the environment (CONTRACT §2)."""
+    """Resources for this deployment, chosen from the environment (docs/CONTRACT.md §2)."""
     s3 = S3Resource()
     return {
         "source": SourceResource(url=settings.source_url()),
