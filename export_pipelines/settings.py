@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -13,14 +13,35 @@ def data_dir() -> Path:
     return Path(os.environ.get("EXPORT_DATA_DIR", "data")).resolve()
 
 
+# Connection strings may carry credentials (`postgresql://user:password@host/db`). The Dagster
+# layer hands them to resources by variable *name* when they are set (defs/resources.py), so
+# their values never enter run config, the UI or event logs; read them through these names.
+SOURCE_URL_VAR = "EXPORT_SOURCE_URL"
+STORE_URL_VAR = "EXPORT_STORE_URL"
+
+
+def is_set(name: str) -> bool:
+    """True if the variable holds a value (empty or blank counts as unset: the default)."""
+    return bool(os.environ.get(name, "").strip())
+
+
+def default_source_url() -> str:
+    """The embedded database (no credentials), used when EXPORT_SOURCE_URL is unset."""
+    return f"sqlite:///{data_dir() / 'source.db'}"
+
+
+def default_store_url() -> str:
+    """A local folder, used when EXPORT_STORE_URL is unset."""
+    return str(Path("exports").resolve())
+
+
 def source_url() -> str:
-    url = os.environ.get("EXPORT_SOURCE_URL", "").strip()
-    return url or f"sqlite:///{data_dir() / 'source.db'}"
+    """The resolved value — a secret when it holds a password: never log or configure it."""
+    return os.environ.get(SOURCE_URL_VAR, "").strip() or default_source_url()
 
 
 def store_url() -> str:
-    url = os.environ.get("EXPORT_STORE_URL", "").strip()
-    return url or str(Path("exports").resolve())
+    return os.environ.get(STORE_URL_VAR, "").strip() or default_store_url()
 
 
 def work_dir() -> Path:
@@ -45,11 +66,12 @@ class SmtpSettings:
     port: int
     sender: str
     user: str | None
-    password: str | None
+    password: str | None = field(repr=False)  # never in a log line or a traceback
     starttls: bool
 
 
 def smtp_settings() -> SmtpSettings | None:
+    """Read at run time, where the mail is sent: the password never enters Dagster config."""
     host = os.environ.get("EXPORT_SMTP_HOST", "").strip()
     if not host:
         return None

@@ -269,7 +269,17 @@ def test_failed_run_marks_request_failed_with_retries(env, instance, tmp_path):
     row = ledger.get(request_id)
     assert row["status"] == "FAILED"
     assert row["retry_count"] == 2
-    assert "NotADirectoryError" in row["error_message"] and "not-a-folder" in row["error_message"]
+    # A person reads a sentence; the technical detail stays in the run's log.
+    assert row["error_message"].startswith("The export could not be written to the store")
+    assert "NotADirectoryError" not in row["error_message"]
+    assert "not-a-folder" not in row["error_message"]
+    assert outcome.run_id in row["error_message"]
+    logged = " ".join(
+        str(e.dagster_event.step_failure_data.error.to_string())
+        for e in instance.all_logs(outcome.run_id)
+        if e.dagster_event and e.dagster_event.event_type_value == "STEP_FAILURE"
+    )
+    assert "NotADirectoryError" in logged and "not-a-folder" in logged
     actions = db.fetch_table(
         "SELECT action FROM audit_log WHERE target_id = :id", {"id": request_id}
     )

@@ -21,7 +21,7 @@ warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 def build_definitions() -> dg.Definitions:
     from export_pipelines.catalog import SPECS
     from export_pipelines.defs.exports import all_export_assets
-    from export_pipelines.defs.partitions import export_partitions, organizations_sensor
+    from export_pipelines.defs.partitions import organizations_sensor
     from export_pipelines.defs.reports import (
         deliver_report_job,
         report_failure_sensor,
@@ -48,7 +48,6 @@ def build_definitions() -> dg.Definitions:
         # The GDPR export is per person and needs a user id: it is requested, not batch-run.
         selection=dg.AssetSelection.assets(*export_assets)
         - dg.AssetSelection.groups("user_data_export"),
-        partitions_def=export_partitions,
         description="Extract, transform, render and publish every export type for the chosen "
         "partitions.",
     )

@@ -215,14 +215,19 @@ def export_assets(spec: ExportSpec) -> list[dg.AssetsDefinition]:
         days_by_org: dict[str, list] = {}
         for partition in partitions_of(context):
             days_by_org.setdefault(partition.organization_id, []).append(partition.date)
-        results = []
+        results, versions = [], {}
         for org, days in days_by_org.items():
             # Fingerprinted first (where the engine can), so requests may reuse these days.
             fingerprints = source_fingerprints(spec, db, org, days)
+            versions.update(fingerprints or {})
             results += extract_days(spec, db, area, org, days, fingerprints)
         rows = [r.rows for r in results]
         first = results[0]
+        # The source fingerprint is the partition's data version: Dagster then tells a
+        # re-extract that changed nothing from one that did (PostgreSQL sources).
+        version = versions.get(first.partition.date) if len(results) == 1 else None
         return dg.MaterializeResult(
+            data_version=dg.DataVersion(version) if version else None,
             metadata={
                 "dagster/row_count": sum(rows),
                 "dagster/column_schema": schema,
@@ -230,7 +235,7 @@ def export_assets(spec: ExportSpec) -> list[dg.AssetsDefinition]:
                 "window": first.window.label if len(results) == 1 else f"{len(results)} days",
                 "path": dg.MetadataValue.path(str(first.path)),
                 **_partition_metadata([r.partition for r in results], rows),
-            }
+            },
         )
 
     @dg.asset(

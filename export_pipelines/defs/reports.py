@@ -18,6 +18,7 @@ import dagster as dg
 
 from export_pipelines import settings
 from export_pipelines.catalog import CATALOG
+from export_pipelines.catalog.spec import Window
 from export_pipelines.defs.resources import SourceResource, StoreResource, WorkAreaResource
 from export_pipelines.delivery.email import compose_failure_email, compose_report_email, send_report
 from export_pipelines.pipeline.build import build_deliverable
@@ -119,8 +120,10 @@ def deliver_report(
         report = validate_subscription(sub, db, first, last)
     except RequestRejected as refused:
         raise dg.Failure(
-            f"report {sub['id']} for {first} to {last} was not delivered: {refused}",
+            f"report {sub['id']} for {Window.for_days(first, last).label} was not delivered: "
+            f"{refused}",
             allow_retries=False,
+            metadata={"refused": True},
         ) from None
     target = store.store()
     folder = report.folder
@@ -229,7 +232,8 @@ def report_failure_sensor(context: dg.RunFailureSensorContext, source: SourceRes
     )
     if not owner:
         return
-    period = context.dagster_run.tags.get(PERIOD_TAG, "")
+    first, _, last = context.dagster_run.tags.get(PERIOD_TAG, "").partition("..")
+    period = first if first == last else f"{first} to {last}"
     spec = CATALOG.get(str(owner[0]["export_type"]).strip().lower())
     spec_title = spec.title if spec else str(owner[0]["export_type"])
     send_report(
@@ -239,7 +243,19 @@ def report_failure_sensor(context: dg.RunFailureSensorContext, source: SourceRes
             owner[0]["email"],
             subscription_id,
             spec_title,
-            period.replace("..", " to "),
+            period,
             failure_message(context),
+            refused=_was_refused(context),
         ),
     )
+
+
+def _was_refused(context: dg.RunFailureSensorContext) -> bool:
+    """Did the run refuse the subscription (rather than fail to deliver it)?"""
+    for event in context.get_step_failure_events():
+        data = event.step_failure_data
+        user = data.user_failure_data if data else None
+        flag = user.metadata.get("refused") if user and user.metadata else None
+        if flag is not None and getattr(flag, "value", flag) is True:
+            return True
+    return False

@@ -22,6 +22,7 @@ from export_pipelines.requests.ledger import (
     parse_timestamp,
     utc_now,
 )
+from export_pipelines.requests.messages import people_message
 from export_pipelines.requests.validation import RequestRejected, validate
 
 REQUEST_TAG = "export/request_id"
@@ -214,14 +215,16 @@ def export_requests_sensor(context: dg.SensorEvaluationContext, source: SourceRe
 
 
 def failure_message(context: dg.RunFailureSensorContext) -> str:
+    """The run's root error as one sentence for a person (the detail stays in the run)."""
+    run_id = context.dagster_run.run_id
     for event in context.get_step_failure_events():
         error = event.step_failure_data.error if event.step_failure_data else None
         # Retries wrap the real error ("Exceeded max_retries"): report the root cause.
         while error is not None and error.cause is not None:
             error = error.cause
         if error is not None:
-            return f"{error.cls_name}: {error.message}".strip()
-    return context.failure_event.message or "the run failed"
+            return people_message(error.cls_name, error.message, run_id)
+    return people_message(None, None, run_id)
 
 
 @dg.run_failure_sensor(

@@ -1,9 +1,19 @@
-"""Dagster resources: the only place that touches the outside world."""
+"""Dagster resources: the only place that touches the outside world.
+
+Secrets stay out of Dagster. A connection string set in the environment reaches its resource
+as `dg.EnvVar(<name>)`: Dagster keeps only the variable's *name* in the resource's config
+(what the UI's Resources page, the job snapshot and every run record show) and reads the
+value in the process that uses it. When the variable is unset, the
+embedded default — a local path, with no credentials — is passed as a literal, because
+`EnvVar` refuses an unset variable. The SMTP password is read by `settings.smtp_settings()`
+where the mail is sent; S3 credentials are boto3's own (`AWS_*`): neither is config here.
+"""
 
 from pathlib import Path
 
 import dagster as dg
 from dagster_aws.s3 import S3Resource
+from pydantic import Field
 
 from export_pipelines import settings
 from export_pipelines.pipeline.workarea import WorkArea
@@ -14,10 +24,14 @@ from export_pipelines.store import Store, open_store
 class SourceResource(dg.ConfigurableResource):
     """The application database (EXPORT_SOURCE_URL); the embedded default seeds itself."""
 
-    url: str
+    url: str = Field(
+        description="`postgresql://…` or `sqlite:///path`; set from EXPORT_SOURCE_URL by name, "
+        "so a password in it is never shown or stored."
+    )
 
     def database(self) -> SourceDatabase:
-        db = SourceDatabase(self.url)
+        # Strip as settings.source_url() does: an EnvVar arrives exactly as it was set.
+        db = SourceDatabase(self.url.strip())
         db.ensure_embedded()
         return db
 
@@ -29,8 +43,9 @@ class StoreResource(dg.ConfigurableResource):
     s3: dg.ResourceDependency[S3Resource]
 
     def store(self) -> Store:
-        client = self.s3.get_client() if self.url.startswith("s3://") else None
-        return open_store(self.url, client)
+        url = self.url.strip()
+        client = self.s3.get_client() if url.startswith("s3://") else None
+        return open_store(url, client)
 
 
 class WorkAreaResource(dg.ConfigurableResource):
@@ -42,12 +57,22 @@ class WorkAreaResource(dg.ConfigurableResource):
         return WorkArea(Path(self.path))
 
 
+def from_environment(name: str, default: str) -> str:
+    """`dg.EnvVar(name)` when the variable is set, else the (credential-free) `default`."""
+    return dg.EnvVar(name) if settings.is_set(name) else default
+
+
 def default_resources() -> dict[str, dg.ConfigurableResource]:
     """Resources for this deployment, chosen from the environment (docs/CONTRACT.md §2)."""
+    # No keys here: boto3 reads AWS_* (and AWS_ENDPOINT_URL) itself, in the run's process.
     s3 = S3Resource()
     return {
-        "source": SourceResource(url=settings.source_url()),
-        "store": StoreResource(url=settings.store_url(), s3=s3),
+        "source": SourceResource(
+            url=from_environment(settings.SOURCE_URL_VAR, settings.default_source_url())
+        ),
+        "store": StoreResource(
+            url=from_environment(settings.STORE_URL_VAR, settings.default_store_url()), s3=s3
+        ),
         "work": WorkAreaResource(path=str(settings.work_dir())),
         "s3": s3,
     }

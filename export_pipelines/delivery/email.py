@@ -140,8 +140,10 @@ def compose_failure_email(
     export_title: str,
     period_label: str,
     error: str,
+    refused: bool = False,
 ) -> EmailMessage:
-    """Tell a subscription's owner that a delivery failed for good (retries exhausted)."""
+    """Tell a subscription's owner that a delivery failed for good (retries exhausted), or
+    was refused (`refused`: the subscription no longer passes its checks)."""
     reason = error.strip()
     if len(reason) > MAX_ERROR_CHARS:
         reason = reason[:MAX_ERROR_CHARS] + " […]"
@@ -149,8 +151,20 @@ def compose_failure_email(
         [
             f"Your recurring {export_title} report for {period_label} could not be delivered.",
             "",
-            "It was retried and has now failed for good; no file was sent for this period.",
-            "Later periods will still be delivered on schedule.",
+            *(
+                [
+                    "The subscription no longer passes its checks, so nothing was sent to "
+                    "anyone for this period.",
+                    "Later periods will not be delivered either until the reason below is "
+                    "resolved (for example, the owner's access is restored or the subscription "
+                    "is given a new owner).",
+                ]
+                if refused
+                else [
+                    "It was retried and has now failed for good; no file was sent for this period.",
+                    "Later periods will still be delivered on schedule.",
+                ]
+            ),
             "",
             f"Subscription: {subscription_id}",
             f"Period: {period_label}",

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse, urlsplit
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -61,6 +61,43 @@ _POSTGRES_CAST = {
 }
 
 
+# `scheme://user:password@` — the password runs to the last `@` before any whitespace, so
+# an unencoded `@`, `/` or `?` in it is masked too (masking too much beats showing a secret).
+_USERINFO_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:@/\s]*):\S*@")
+# libpq also takes the password as a query parameter: `…/db?password=…`.
+_QUERY_PASSWORD = re.compile(r"(?i)(?P<head>[?&]password=)[^&\s'\"]*")
+MASK = "***"
+
+
+def redact_url(text: str) -> str:
+    """`text` with every URL's password masked: `user:password@` becomes `user:***@`."""
+    text = _USERINFO_PASSWORD.sub(lambda m: f"{m.group('head')}:{MASK}@", text)
+    return _QUERY_PASSWORD.sub(lambda m: f"{m.group('head')}{MASK}", text)
+
+
+def _url_secrets(url: str) -> set[str]:
+    """The password of `url` in every form a message may quote it (raw, decoded)."""
+    found: set[str] = set()
+    # Up to the first `@` (as libpq reads it) and up to the last (as urlsplit does).
+    for password in (r"([^@\s]*)@", r"(\S*)@"):
+        match = re.match(r"[A-Za-z][A-Za-z0-9+.-]*://[^:@/\s]*:" + password, url)
+        if match:
+            found.add(match.group(1))
+    with contextlib.suppress(ValueError):
+        found.add(urlsplit(url).password or "")
+    found.update(m.group(0).split("=", 1)[1] for m in _QUERY_PASSWORD.finditer(url))
+    found |= {unquote(secret) for secret in found}
+    return {secret for secret in found if secret}
+
+
+def redact_secrets(text: str, url: str) -> str:
+    """`text` (an error message) with `url`'s password masked wherever it appears."""
+    text = text.replace(url, redact_url(url))
+    for secret in sorted(_url_secrets(url), key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return redact_url(text)
+
+
 def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -79,21 +116,36 @@ def sqlite_timestamp(value: dt.datetime) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class SourceDatabase:
-    """The application database at `url` (`sqlite:///path` or `postgresql://…`)."""
+    """The application database at `url` (`sqlite:///path` or `postgresql://…`).
+
+    `url` may hold a password: no message or repr built here shows it (see `redact_url`).
+    """
 
     url: str
 
+    def __repr__(self) -> str:
+        return f"SourceDatabase(url={redact_url(self.url)!r})"
+
     @property
     def dialect(self) -> str:
-        scheme = urlparse(self.url).scheme
+        try:
+            scheme = urlparse(self.url).scheme
+        except ValueError as error:  # e.g. "Invalid IPv6 URL": say which URL, masked
+            invalid = error
+        else:
+            invalid = None
+        if invalid is not None:
+            raise ValueError(
+                f"invalid source database URL {redact_secrets(self.url, self.url)!r}: {invalid}"
+            )
         if scheme in ("postgresql", "postgres"):
             return "postgresql"
         if scheme == "sqlite":
             return "sqlite"
         raise ValueError(
-            f"unsupported source database URL {self.url!r}: "
+            f"unsupported source database URL {redact_secrets(self.url, self.url)!r}: "
             "use postgresql://… or sqlite:///path/to/file.db"
         )
 
@@ -106,9 +158,7 @@ class SourceDatabase:
     @contextlib.contextmanager
     def connect(self) -> Iterator[Any]:
         if self.dialect == "postgresql":
-            import adbc_driver_postgresql.dbapi as pg
-
-            conn = pg.connect(self.url)
+            conn = self._connect_postgresql()
         else:
             import adbc_driver_sqlite.dbapi as sq
 
@@ -120,6 +170,37 @@ class SourceDatabase:
             yield conn
         finally:
             conn.close()
+
+    def _connect_postgresql(self) -> Any:
+        import adbc_driver_postgresql.dbapi as pg
+
+        try:
+            return pg.connect(self.url)
+        except Exception as error:
+            redacted = self._redacted(error)
+            if redacted is None:
+                raise
+        # Raised outside the `except`, so the original (which libpq may have written the
+        # password into, e.g. "invalid percent-encoded token") is not kept as its context.
+        raise redacted
+
+    def _redacted(self, error: Exception) -> Exception | None:
+        """`error` again, of the same class, with the password masked; None if it had none."""
+        message = str(error)
+        safe = redact_secrets(message, self.url)
+        if safe == message:
+            return None
+        if hasattr(error, "status_code"):  # ADBC's errors: keep the codes, drop the details
+            with contextlib.suppress(Exception):
+                return type(error)(
+                    safe,
+                    status_code=error.status_code,
+                    vendor_code=getattr(error, "vendor_code", None),
+                    sqlstate=getattr(error, "sqlstate", None),
+                )
+        with contextlib.suppress(Exception):
+            return type(error)(safe)
+        return ConnectionError(safe)
 
     # -- parameters --------------------------------------------------------------------
 
@@ -219,7 +300,12 @@ class SourceDatabase:
         """Run one statement in its own transaction; return the number of rows it changed."""
         query, values = self.bind(sql, params or {})
         with self.connect() as conn, contextlib.closing(conn.cursor()) as cur:
-            cur.execute(query, values)
+            if self.dialect == "postgresql" and values:
+                # ADBC's PostgreSQL driver reports -1 rows for a parameterized execute; as
+                # a one-row executemany it runs an update and reports the real count.
+                cur.executemany(query, [values])
+            else:
+                cur.execute(query, values)
             changed = cur.rowcount
             if self.dialect == "sqlite":
                 # ADBC's SQLite driver reports -1; ask SQLite itself.
