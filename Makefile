@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 DAGSTER_PORT ?= 3000
 
-.PHONY: install dev test test-fast lint format bench system-deps clean
+.PHONY: install dev test test-fast lint format bench reliability system-deps clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ format: install
 
 bench: install
 	$(BIN)/python benchmarks/run_all.py
+
+# Faults injected and hostile input tried, counted into RELIABILITY.md (a few minutes).
+reliability: install
+	$(BIN)/python reliability/run.py
 
 clean:
 	rm -rf data exports .dagster_home

@@ -141,3 +141,81 @@ def test_two_runs_of_one_partition_publish_their_own_files(sqlite_source, tmp_pa
             expected = sorted(f"{stem}.{extensions[f]}" for f in formats)
             assert outcome == {"success": True, "published": expected}
         assert cli(["verify", str(store)]) == 0
+
+
+def _gdpr(sqlite_source, instance, tmp_path, config):
+    org = organization_ids(sqlite_source)[0]
+    partition = ExportPartition(org, DEMO_DAY)
+    instance.add_dynamic_partitions(organizations.name, [org])
+    return partition, dg.materialize(
+        all_export_assets([CATALOG["user_data_export"]]),
+        partition_key=partition.key,
+        instance=instance,
+        resources=export_resources(sqlite_source, tmp_path / "exports", tmp_path / "work"),
+        run_config={"ops": {"user_data_export": {"config": config}}},
+        raise_on_error=False,
+    )
+
+
+def test_the_gdpr_asset_with_its_default_formats_publishes_json(sqlite_source, instance, tmp_path):
+    org = organization_ids(sqlite_source)[0]
+    user = sqlite_source.fetch_rows(
+        "SELECT id FROM users WHERE organization_id = :org ORDER BY id", {"org": org}
+    )[0]
+    partition, result = _gdpr(sqlite_source, instance, tmp_path, {"user_id": user["id"]})
+    assert result.success
+    folder = tmp_path / "exports" / partition.folder("user_data_export") / f"user={user['id']}"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert [f["format"] for f in manifest["files"]] == ["JSON"]
+
+
+def test_the_gdpr_asset_refuses_an_unknown_person_with_a_sentence(
+    sqlite_source, instance, tmp_path
+):
+    partition, result = _gdpr(sqlite_source, instance, tmp_path, {"user_id": "../../etc/x"})
+    assert not result.success
+    failure = next(
+        e for e in result.all_events if e.event_type_value == "STEP_FAILURE"
+    ).step_failure_data.error
+    assert failure.cls_name == "Failure"
+    assert "is not a member of organization" in failure.message
+    # Nothing was written outside the store, nor any folder named after the id.
+    assert not (tmp_path / "etc").exists()
+    assert not list(tmp_path.rglob("manifest.json"))
+
+
+_FEW_FILES = """
+import datetime as dt, resource, sys
+from pathlib import Path
+resource.setrlimit(resource.RLIMIT_NOFILE, (128, 128))
+from export_pipelines.catalog import CATALOG
+from export_pipelines.pipeline.prepare import prepare_days
+from export_pipelines.pipeline.workarea import WorkArea
+from export_pipelines.source.database import SourceDatabase
+db = SourceDatabase(sys.argv[1])
+first = dt.date(2025, 1, 1)
+days = [first + dt.timedelta(days=i) for i in range(400)]
+prepared = prepare_days(CATALOG["scan_results"], db, WorkArea(Path(sys.argv[2])), sys.argv[3], days)
+print(len(prepared.days), sum(d.rows for d in prepared.days))
+"""
+
+
+def test_a_long_range_needs_one_open_file_not_one_per_day(sqlite_source, tmp_path):
+    """400 days, mostly without rows, under a limit of 128 open files."""
+    import subprocess
+    import sys
+
+    org = organization_ids(sqlite_source)[0]
+    done = subprocess.run(
+        [sys.executable, "-c", _FEW_FILES, sqlite_source.url, str(tmp_path / "work"), org],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    days, rows = map(int, done.stdout.split())
+    assert days == 400
+    staging = [
+        p for p in (tmp_path / "work").rglob(".*") if p.name.startswith((".build", ".range"))
+    ]
+    assert staging == []

@@ -303,7 +303,7 @@ def export_assets(spec: ExportSpec) -> list[dg.AssetsDefinition]:
         options = config.options(spec)
         partitions = partitions_of(context)
         rendered = [
-            render_partition(spec, area, p, formats, options, context.run_id) for p in partitions
+            render_partition(spec, area, p, formats, options, context.run.run_id) for p in partitions
         ]
         first = rendered[0]
         return dg.MaterializeResult(
@@ -338,7 +338,7 @@ def export_assets(spec: ExportSpec) -> list[dg.AssetsDefinition]:
         area = work.work_area()
         target = store.store()
         partitions = partitions_of(context)
-        outcomes = [publish_partition(spec, area, target, p, context.run_id) for p in partitions]
+        outcomes = [publish_partition(spec, area, target, p, context.run.run_id) for p in partitions]
         problems = [
             problem for built in outcomes for problem in verify_folder(target, built.folder)
         ]
@@ -446,7 +446,7 @@ def user_bundle_assets(spec: ExportSpec) -> list[dg.AssetsDefinition]:
             )
             try:
                 built = build_deliverable(
-                    deliverable, source.database(), work.work_area(), target, context.run_id
+                    deliverable, source.database(), work.work_area(), target, context.run.run_id
                 )
             except LookupError as missing:
                 raise dg.Failure(str(missing), allow_retries=False) from None
@@ -513,7 +513,7 @@ def organization_bundle_assets(spec: ExportSpec) -> list[dg.AssetsDefinition]:
             deliverable = Deliverable.for_partition(spec, partition)
             try:
                 built = build_deliverable(
-                    deliverable, None, work.work_area(), target, context.run_id
+                    deliverable, None, work.work_area(), target, context.run.run_id
                 )
             except BundlePartMissing as missing:
                 raise dg.Failure(str(missing), allow_retries=False) from None

@@ -60,7 +60,7 @@ def serve_export_request(
         raise dg.Failure(str(rejected), allow_retries=False) from None
 
     request_id = request.reference
-    if not ledger.start(request_id, context.run_id, context.retry_number):
+    if not ledger.start(request_id, context.run.run_id, context.retry_number):
         # Ended meanwhile (failed by the reconciler, expired): never flip it back.
         context.log.warning(f"request {request_id} is no longer waiting; nothing built")
         return
@@ -70,7 +70,7 @@ def serve_export_request(
         db,
         work.work_area(),
         target,
-        context.run_id,
+        context.run.run_id,
         progress=lambda pct: ledger.progress(request_id, pct),
     )
 
