@@ -83,3 +83,8 @@ def smtp_settings() -> SmtpSettings | None:
         password=os.environ.get("EXPORT_SMTP_PASSWORD") or None,
         starttls=os.environ.get("EXPORT_SMTP_STARTTLS", "").lower() in {"1", "true", "yes"},
     )
+
+
+def own_run_rows() -> int:
+    """Requests estimated above this many rows are served in a run of their own."""
+    return int(os.environ.get("EXPORT_OWN_RUN_ROWS", "200000"))

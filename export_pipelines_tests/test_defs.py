@@ -59,6 +59,7 @@ EXPECTED_JOBS = {
     "expire_exports_job",
     "export_statistics_job",
     "serve_export_request_job",
+    "serve_export_requests_job",
 }
 # name: (cron, timezone, default status)
 EXPECTED_SCHEDULES = {

@@ -19,6 +19,7 @@ from export_pipelines.defs.requests import (
     export_request_failure_sensor,
     export_requests_sensor,
     serve_export_request_job,
+    serve_export_requests_job,
 )
 from export_pipelines.defs.resources import SourceResource
 from export_pipelines.requests.ledger import RequestLedger
@@ -56,7 +57,12 @@ def tick(instance, db, cursor=None):
 
 
 def run(instance, run_request, resources):
-    return serve_export_request_job.execute_in_process(
+    job = (
+        serve_export_requests_job
+        if run_request.job_name == serve_export_requests_job.name
+        else serve_export_request_job
+    )
+    return job.execute_in_process(
         run_config=run_request.run_config,
         tags=run_request.tags,
         instance=instance,

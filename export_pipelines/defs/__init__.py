@@ -33,6 +33,7 @@ def build_definitions() -> dg.Definitions:
         export_request_failure_sensor,
         export_requests_sensor,
         serve_export_request_job,
+        serve_export_requests_job,
     )
     from export_pipelines.defs.resources import default_resources
     from export_pipelines.defs.statistics import (
@@ -56,6 +57,7 @@ def build_definitions() -> dg.Definitions:
         jobs=[
             all_exports_job,
             serve_export_request_job,
+            serve_export_requests_job,
             expire_exports_job,
             deliver_report_job,
             statistics_job,

@@ -303,7 +303,8 @@ def export_assets(spec: ExportSpec) -> list[dg.AssetsDefinition]:
         options = config.options(spec)
         partitions = partitions_of(context)
         rendered = [
-            render_partition(spec, area, p, formats, options, context.run.run_id) for p in partitions
+            render_partition(spec, area, p, formats, options, context.run.run_id)
+            for p in partitions
         ]
         first = rendered[0]
         return dg.MaterializeResult(
@@ -338,7 +339,9 @@ def export_assets(spec: ExportSpec) -> list[dg.AssetsDefinition]:
         area = work.work_area()
         target = store.store()
         partitions = partitions_of(context)
-        outcomes = [publish_partition(spec, area, target, p, context.run.run_id) for p in partitions]
+        outcomes = [
+            publish_partition(spec, area, target, p, context.run.run_id) for p in partitions
+        ]
         problems = [
             problem for built in outcomes for problem in verify_folder(target, built.folder)
         ]

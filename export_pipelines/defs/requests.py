@@ -8,11 +8,15 @@ a FAILED row; a schedule expires old deliverables.
 """
 
 import datetime as dt
+import hashlib
 import os
+import re
+from collections import defaultdict
 
 import dagster as dg
 
 from export_pipelines import settings
+from export_pipelines.catalog.spec import Kind
 from export_pipelines.defs.resources import SourceResource, StoreResource, WorkAreaResource
 from export_pipelines.pipeline.build import build_deliverable
 from export_pipelines.pipeline.deliverable import Deliverable
@@ -26,6 +30,8 @@ from export_pipelines.requests.messages import people_message
 from export_pipelines.requests.validation import RequestRejected, validate
 
 REQUEST_TAG = "export/request_id"
+BATCH_TAG = "export/requests"  # a shared run: how many requests it serves
+BATCH_SIZE = 100
 ORG_TAG = "export/org"
 USER_TAG = "export/user"
 TYPE_TAG = "export/type"
@@ -36,43 +42,60 @@ class ServeRequestConfig(dg.Config):
     request_id: str
 
 
-@dg.op(
-    retry_policy=dg.RetryPolicy(max_retries=MAX_RETRIES, delay=1),
-    description="Build one request's deliverable from daily partitions and publish it.",
-)
-def serve_export_request(
+class ServeRequestsConfig(dg.Config):
+    request_ids: list[str]
+
+
+def serve_one(
     context: dg.OpExecutionContext,
-    config: ServeRequestConfig,
+    request_id: str,
     source: SourceResource,
     store: StoreResource,
     work: WorkAreaResource,
-):
+) -> None:
+    """Serve one request: re-validate, build and publish, write the outcome back."""
     db = source.database()
     ledger = RequestLedger(db)
-    row = ledger.get(config.request_id)
+    row = ledger.get(request_id)
     if row is None:
-        raise dg.Failure(f"export request {config.request_id} does not exist")
+        raise dg.Failure(f"export request {request_id} does not exist", allow_retries=False)
+    run_id = context.run.run_id
+    if row["status"] == "PROCESSING" and row.get("run_id") not in (None, run_id):
+        # Offered twice (a claim outlived its lease): the other run is serving it.
+        context.log.warning(f"request {request_id} is being served by run {row['run_id']}")
+        return
     try:
         request = validate(row, db, utc_now(), estimate=False)
     except RequestRejected as rejected:
         # Not worth retrying: the row itself is wrong (it changed since the sensor saw it).
-        ledger.fail(config.request_id, str(rejected), context.retry_number)
+        ledger.fail(request_id, str(rejected), context.retry_number)
         raise dg.Failure(str(rejected), allow_retries=False) from None
 
-    request_id = request.reference
-    if not ledger.start(request_id, context.run.run_id, context.retry_number):
+    if not ledger.start(request_id, run_id, context.retry_number):
         # Ended meanwhile (failed by the reconciler, expired): never flip it back.
         context.log.warning(f"request {request_id} is no longer waiting; nothing built")
         return
     target = store.store()
-    deliverable = build_deliverable(
-        request,
-        db,
-        work.work_area(),
-        target,
-        context.run.run_id,
-        progress=lambda pct: ledger.progress(request_id, pct),
-    )
+    try:
+        deliverable = build_deliverable(
+            request,
+            db,
+            work.work_area(),
+            target,
+            run_id,
+            progress=lambda pct: ledger.progress(request_id, pct),
+        )
+    except Exception as error:
+        final = context.retry_number >= MAX_RETRIES or (
+            isinstance(error, dg.Failure) and not error.allow_retries
+        )
+        if final:  # the request says why in a sentence; the run's log keeps the detail
+            ledger.fail(
+                request_id,
+                people_message(type(error).__name__, str(error), run_id),
+                context.retry_number,
+            )
+        raise
 
     completed = utc_now()
     expires = completed + dt.timedelta(days=settings.retention_days())
@@ -94,17 +117,76 @@ def serve_export_request(
     )
 
 
+_RETRY = dg.RetryPolicy(max_retries=MAX_RETRIES, delay=1)
+
+
+@dg.op(
+    retry_policy=_RETRY,
+    description="Build one request's deliverable from daily partitions and publish it.",
+)
+def serve_export_request(
+    context: dg.OpExecutionContext,
+    config: ServeRequestConfig,
+    source: SourceResource,
+    store: StoreResource,
+    work: WorkAreaResource,
+):
+    serve_one(context, config.request_id, source, store, work)
+
+
 @dg.job(
-    description="Serve one on-demand export request (launched by export_requests_sensor).",
+    description="Serve one on-demand export request in a run of its own (large requests, "
+    "or one request alone).",
     tags={"export/kind": "request"},
 )
 def serve_export_request_job():
     serve_export_request()
 
 
+def step_key_for(request_id: str) -> str:
+    """A mapping key Dagster accepts, readable and unique for any request id."""
+    readable = re.sub(r"[^A-Za-z0-9_]", "_", request_id)[:48]
+    digest = hashlib.sha256(request_id.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{readable}_{digest}"
+
+
+@dg.op(
+    out=dg.DynamicOut(str),
+    description="The waiting requests of one organization this run serves, one step each.",
+)
+def waiting_requests(config: ServeRequestsConfig):
+    for request_id in dict.fromkeys(config.request_ids):
+        yield dg.DynamicOutput(request_id, mapping_key=step_key_for(request_id))
+
+
+@dg.op(
+    retry_policy=_RETRY,
+    description="Build one request's deliverable (a step of a shared run) and publish it.",
+)
+def serve_waiting_request(
+    context: dg.OpExecutionContext,
+    request_id: str,
+    source: SourceResource,
+    store: StoreResource,
+    work: WorkAreaResource,
+):
+    serve_one(context, request_id, source, store, work)
+
+
+@dg.job(
+    description="Serve several small requests of one organization in one warm process, one "
+    "step (own logs, own retries) per request; one request's failure fails no other.",
+    executor_def=dg.in_process_executor,
+    tags={"export/kind": "request"},
+)
+def serve_export_requests_job():
+    waiting_requests().map(serve_waiting_request)
+
+
 def run_request_for(request: Deliverable) -> dg.RunRequest:
     return dg.RunRequest(
         run_key=request.reference,
+        job_name=serve_export_request_job.name,
         run_config={"ops": {"serve_export_request": {"config": {"request_id": request.reference}}}},
         tags={
             REQUEST_TAG: request.reference,
@@ -113,6 +195,36 @@ def run_request_for(request: Deliverable) -> dg.RunRequest:
             TYPE_TAG: request.spec.key,
         },
     )
+
+
+def batch_run_request_for(requests: list[Deliverable]) -> dg.RunRequest:
+    ids = [r.reference for r in requests]
+    digest = hashlib.sha256("\n".join(sorted(ids)).encode("utf-8", "surrogatepass")).hexdigest()
+    return dg.RunRequest(
+        run_key=f"requests:{digest[:24]}",
+        job_name=serve_export_requests_job.name,
+        run_config={"ops": {"waiting_requests": {"config": {"request_ids": ids}}}},
+        tags={ORG_TAG: requests[0].organization_id, BATCH_TAG: str(len(ids))},
+    )
+
+
+def run_requests_for(requests: list[Deliverable]) -> list[dg.RunRequest]:
+    """Large requests (and a request alone) get a run of their own; the small requests of
+    one organization share one run, a step each, at most `BATCH_SIZE` per run."""
+    own, shared = [], defaultdict(list)
+    for request in requests:
+        large = request.estimated_rows > settings.own_run_rows() or request.spec.kind in (
+            Kind.ORGANIZATION_BUNDLE,
+        )
+        (own.append(request) if large else shared[request.organization_id].append(request))
+    runs = [run_request_for(r) for r in own]
+    for group in shared.values():
+        for start in range(0, len(group), BATCH_SIZE):
+            chunk = group[start : start + BATCH_SIZE]
+            runs.append(
+                run_request_for(chunk[0]) if len(chunk) == 1 else batch_run_request_for(chunk)
+            )
+    return runs
 
 
 def _worker_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
@@ -178,17 +290,18 @@ def reconcile_unfinished(instance: dg.DagsterInstance, ledger: RequestLedger, lo
 
 
 @dg.sensor(
-    job=serve_export_request_job,
-    minimum_interval_seconds=10,
+    jobs=[serve_export_request_job, serve_export_requests_job],
+    minimum_interval_seconds=3,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Serves PENDING rows of export_requests: rejects invalid ones, launches a run "
-    "per valid one; ends PROCESSING rows whose run can no longer finish.",
+    description="Serves PENDING rows of export_requests: rejects invalid ones; launches one run "
+    "per organization for its small requests (a step each) and a run of its own for a large "
+    "one; ends PROCESSING rows whose run can no longer finish.",
 )
 def export_requests_sensor(context: dg.SensorEvaluationContext, source: SourceResource):
     db = source.database()
     ledger = RequestLedger(db)
     ended = reconcile_unfinished(context.instance, ledger, context.log)
-    run_requests = []
+    valid: list[Deliverable] = []
     rejected = 0
     # Claimed, not read after a cursor: a row committed late or stamped in the future is
     # still served, and a claim lost with a failed tick is offered again after its lease.
@@ -204,11 +317,12 @@ def export_requests_sensor(context: dg.SensorEvaluationContext, source: SourceRe
                 "parameters against the documentation"
             )
         else:
-            run_requests.append(run_request_for(request))
+            valid.append(request)
             continue
         rejected += 1
         context.log.info(f"rejected request {row['id']}: {message}")
         ledger.reject(row["id"], message)
+    run_requests = run_requests_for(valid)
     if not run_requests and not rejected and not ended:
         return dg.SkipReason("no new export requests")
     return dg.SensorResult(run_requests=run_requests)
@@ -227,16 +341,40 @@ def failure_message(context: dg.RunFailureSensorContext) -> str:
     return people_message(None, None, run_id)
 
 
+def _step_messages(context: dg.RunFailureSensorContext) -> dict[str, str]:
+    """Each failed step's root error, as a sentence, by step key."""
+    run_id = context.dagster_run.run_id
+    messages = {}
+    for event in context.get_step_failure_events():
+        error = event.step_failure_data.error if event.step_failure_data else None
+        while error is not None and error.cause is not None:
+            error = error.cause
+        if error is not None and event.step_key:
+            messages[event.step_key] = people_message(error.cls_name, error.message, run_id)
+    return messages
+
+
 @dg.run_failure_sensor(
-    monitored_jobs=[serve_export_request_job],
+    monitored_jobs=[serve_export_request_job, serve_export_requests_job],
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Marks the request of a failed (or crashed) run FAILED with the error.",
+    description="Marks the requests of a failed (or crashed) run FAILED with the error; in a "
+    "shared run, only those not served.",
 )
 def export_request_failure_sensor(context: dg.RunFailureSensorContext, source: SourceResource):
+    ledger = RequestLedger(source.database())
     request_id = context.dagster_run.tags.get(REQUEST_TAG)
-    if not request_id:
+    if request_id:
+        ledger.fail(request_id, failure_message(context))
         return
-    RequestLedger(source.database()).fail(request_id, failure_message(context))
+    config = (context.dagster_run.run_config or {}).get("ops", {}).get("waiting_requests", {})
+    by_step = _step_messages(context)
+    general = failure_message(context)
+    for rid in config.get("config", {}).get("request_ids", []):
+        row = ledger.get(rid)
+        if row is None or row.get("run_id") not in (None, "", context.dagster_run.run_id):
+            continue  # served by another run
+        # Guarded: a request its step completed stays COMPLETED.
+        ledger.fail(rid, by_step.get(f"serve_waiting_request[{step_key_for(rid)}]", general))
 
 
 @dg.op(description="Delete deliverables past expires_at and mark their requests EXPIRED.")
