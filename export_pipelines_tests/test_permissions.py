@@ -17,6 +17,7 @@ database of this module's own (the session's shared `postgres_source` is left un
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -170,11 +171,7 @@ SENSOR_TYPES = {
     "self/own data": "user_data_export",
     "self/someone else's data": "user_data_export",
 }
-SENSOR_CELLS = [
-    c
-    for c in CELLS
-    if c.kind == "request" and SENSOR_TYPES[c.access] == c.export_type and c.access in SENSOR_TYPES
-]
+SENSOR_CELLS = [c for c in CELLS if c.kind == "request" and c.export_type == SENSOR_TYPES[c.access]]
 
 ENGINES = ("sqlite", "postgresql")
 RESULTS: Counter = Counter()
@@ -185,35 +182,23 @@ RESULTS: Counter = Counter()
 
 @pytest.fixture(scope="module")
 def databases(tmp_path_factory, demo_sqlite_template):
-    """This module's own copies of the demo data: it adds users and changes their rights."""
-    made: dict[str, SourceDatabase] = {}
+    """This module's own copies of the demo data: it adds users and changes their rights.
+
+    Not the session's `postgres_source` (other tests read its users and requests); the
+    PostgreSQL one is made on first use and dropped at the end of the module.
+    """
     path = tmp_path_factory.mktemp("permissions") / "source.db"
     path.write_bytes(demo_sqlite_template.read_bytes())
-    made["sqlite"] = SourceDatabase(f"sqlite:///{path}")
-    pg = None
-    try:
-        yield made, lambda: made.setdefault("postgresql", _postgres(pg_holder))
-    finally:
-        for context in pg_holder:
-            context.__exit__(None, None, None)
-        pg_holder.clear()
-    del pg
+    made = {"sqlite": SourceDatabase(f"sqlite:///{path}")}
+    with contextlib.ExitStack() as stack:
 
+        def get(engine: str) -> SourceDatabase:
+            if engine not in made:
+                url = stack.enter_context(scratch_postgres_database())  # fails in CI
+                made[engine] = seed(SourceDatabase(url))
+            return made[engine]
 
-pg_holder: list = []
-
-
-def _postgres(holder: list) -> SourceDatabase:
-    context = scratch_postgres_database()  # fails, not skips, when CI=true
-    url = context.__enter__()
-    holder.append(context)
-    return seed(SourceDatabase(url))
-
-
-@pytest.fixture(params=ENGINES)
-def db(request, databases) -> SourceDatabase:
-    made, postgres = databases
-    return made["sqlite"] if request.param == "sqlite" else postgres()
+        yield get
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -223,71 +208,96 @@ def record_counts():
     out = os.environ.get("EXPORT_RELIABILITY_OUT")
     if not out or not RESULTS:
         return
-    cells = {key: n for key, n in RESULTS.items()}
+
+    def total(what: str, engine: str | None = None, allowed: bool | None = None) -> int:
+        return sum(
+            n
+            for (w, e, a), n in RESULTS.items()
+            if w == what and engine in (None, e) and allowed in (None, a)
+        )
+
     line = {
         "test": "test_permissions",
-        "cells_checked": sum(n for (what, _, _), n in cells.items() if what == "matrix"),
-        "allowed": sum(n for (what, _, ok), n in cells.items() if what == "matrix" and ok),
-        "refused": sum(n for (what, _, ok), n in cells.items() if what == "matrix" and not ok),
-        "sensor_cells_checked": sum(n for (what, _, _), n in cells.items() if what == "sensor"),
+        "cells_checked": total("matrix"),
+        "allowed": total("matrix", allowed=True),
+        "refused": total("matrix", allowed=False),
         "by_engine": {
-            engine: sum(n for (what, e, _), n in cells.items() if what == "matrix" and e == engine)
+            engine: {
+                "cells": total("matrix", engine),
+                "allowed": total("matrix", engine, True),
+                "refused": total("matrix", engine, False),
+            }
             for engine in ENGINES
         },
+        "sensor_cells_checked": total("sensor"),
+        "sensor_allowed": total("sensor", allowed=True),
+        "sensor_refused": total("sensor", allowed=False),
     }
     with open(out, "a", encoding="utf-8") as handle:
         handle.write(json.dumps(line, sort_keys=True) + "\n")
 
 
-def add_user(db: SourceDatabase, org: str, admin: bool, label: str) -> str:
-    user_id = f"perm-{label}-{uuid.uuid4().hex[:10]}"
-    db.execute(
-        "INSERT INTO users (id, organization_id, email, full_name, is_admin, is_verified, "
-        "created_at, last_login_at) VALUES (:id, :org, :email, :name, :admin, :yes, :at, NULL)",
-        {
-            "id": user_id,
-            "org": org,
-            "email": f"{user_id}@example.org",
-            "name": f"Permission {label}",
-            "admin": admin,
-            "yes": True,
-            "at": dt.datetime(2026, 1, 1, 12, 0),
-        },
-    )
-    return user_id
-
-
-@dataclass
+@dataclass(frozen=True)
 class Cast:
+    """Who a cell's row names, and the organizations, as they are when the row is created."""
+
     org: str
     other_org: str
     user_id: str
-    bystander: str  # another member of `org`, whose data is not the user's
+    bystander: str  # another member of `org`: their data is not the user's
 
 
-def cast(db: SourceDatabase, role: str) -> Cast:
-    """The cell's own users, as they are when the row is created."""
+def cast_users(db: SourceDatabase, cells: list[Cell], label: str) -> dict[str, Cast]:
+    """A user of its own for every cell (one INSERT): the "former" ones are changed later."""
     org, other_org = organization_ids(db)[:2]
-    bystander = add_user(db, org, False, "bystander")
-    if role == "unknown":
-        user_id = f"perm-nobody-{uuid.uuid4().hex[:10]}"
-    elif role == "other_org_member":
-        user_id = add_user(db, other_org, True, role)
-    else:
-        # former_admin and former_member are admins of `org` until after the row exists.
-        admin = role in ("admin", "former_admin", "former_member")
-        user_id = add_user(db, org, admin, role)
-    return Cast(org, other_org, user_id, bystander)
+    tag = uuid.uuid4().hex[:8]
+    bystander = f"perm-{label}-{tag}-bystander"
+    users = [(bystander, org, False)]
+    casts = {}
+    for n, cell in enumerate(cells):
+        user_id = f"perm-{label}-{tag}-{n}-{cell.role}"
+        if cell.role == "other_org_member":
+            users.append((user_id, other_org, True))
+        elif cell.role != "unknown":  # an unknown user has no row
+            # former_admin and former_member are admins of `org` until after the row exists.
+            admin = cell.role in ("admin", "former_admin", "former_member")
+            users.append((user_id, org, admin))
+        casts[cell.id] = Cast(org, other_org, user_id, bystander)
+    values, params = [], {"yes": True, "at": dt.datetime(2026, 1, 1, 12, 0)}
+    for i, (user_id, user_org, admin) in enumerate(users):
+        values.append(f"(:id{i}, :org{i}, :email{i}, :name{i}, :admin{i}, :yes, :at, NULL)")
+        params.update(
+            {
+                f"id{i}": user_id,
+                f"org{i}": user_org,
+                f"email{i}": f"{user_id}@example.org",
+                f"name{i}": f"Permission {user_id}",
+                f"admin{i}": admin,
+            }
+        )
+    db.execute(
+        "INSERT INTO users (id, organization_id, email, full_name, is_admin, is_verified, "
+        "created_at, last_login_at) VALUES " + ", ".join(values),
+        params,
+    )
+    return casts
 
 
-def lose_rights(db: SourceDatabase, role: str, who: Cast) -> None:
-    """What happened to the "former" users between the row's creation and its delivery."""
-    if role == "former_admin":
-        db.execute("UPDATE users SET is_admin = :no WHERE id = :id", {"no": False, "id": who.user_id})
-    elif role == "former_member":
+def lose_rights(db: SourceDatabase, cells: list[Cell], casts: dict[str, Cast]) -> None:
+    """What happened to the "former" users between their rows' creation and delivery."""
+    for role, assignment in (
+        ("former_admin", "is_admin = :no"),
+        ("former_member", "organization_id = :other"),
+    ):
+        ids = [casts[c.id].user_id for c in cells if c.role == role]
+        if not ids:
+            continue
+        other_org = casts[cells[0].id].other_org
         db.execute(
-            "UPDATE users SET organization_id = :other WHERE id = :id",
-            {"other": who.other_org, "id": who.user_id},
+            f"UPDATE users SET {assignment} WHERE id IN ("
+            + ", ".join(f":u{i}" for i in range(len(ids)))
+            + ")",
+            {"no": False, "other": other_org, **{f"u{i}": u for i, u in enumerate(ids)}},
         )
 
 
@@ -299,31 +309,42 @@ def filters_of(cell: Cell, who: Cast) -> dict:
 
 def insert_request(db: SourceDatabase, cell: Cell, who: Cast) -> str:
     return RequestLedger(db).insert(
-        who.org, who.user_id, cell.export_type, "CSV", filters=filters_of(cell, who)
+        who.org,
+        who.user_id,
+        cell.export_type,
+        "CSV",
+        filters=filters_of(cell, who),
+        created_at=utc_now(),
     )
 
 
-def insert_subscription(db: SourceDatabase, cell: Cell, who: Cast) -> str:
+def subscription_values(cell: Cell, who: Cast, i: int) -> tuple[str, str, dict]:
     sub_id = str(uuid.uuid4())
-    subscription_filters = filters_of(cell, who)
     # The delivered period replaces date filters; only whose data it is stays.
-    subscription_filters = {k: v for k, v in subscription_filters.items() if k == "user_id"}
+    filters = {k: v for k, v in filters_of(cell, who).items() if k == "user_id"}
+    values = f"(:id{i}, :org{i}, :user{i}, :type{i}, 'CSV', 'daily', :to, :f{i}, :yes, NULL, :at)"
+    params = {
+        f"id{i}": sub_id,
+        f"org{i}": who.org,
+        f"user{i}": who.user_id,
+        f"type{i}": cell.export_type,
+        f"f{i}": json.dumps(filters) if filters else None,
+    }
+    return sub_id, values, params
+
+
+def insert_subscriptions(db: SourceDatabase, rows: list[tuple[str, str, dict]]) -> None:
     db.execute(
         "INSERT INTO report_subscriptions (id, organization_id, user_id, export_type, "
         "export_format, cadence, email_recipients, filters, active, last_run_at, created_at) "
-        "VALUES (:id, :org, :user, :type, 'CSV', 'daily', :to, :filters, :yes, NULL, :created)",
+        "VALUES " + ", ".join(values for _, values, _ in rows),
         {
-            "id": sub_id,
-            "org": who.org,
-            "user": who.user_id,
-            "type": cell.export_type,
             "to": json.dumps(["reports@example.org"]),
-            "filters": json.dumps(subscription_filters) if subscription_filters else None,
             "yes": True,
-            "created": dt.datetime(2026, 3, 1, 9, 30),
+            "at": dt.datetime(2026, 3, 1, 9, 30),
+            **{k: v for _, _, params in rows for k, v in params.items()},
         },
     )
-    return sub_id
 
 
 def check(db: SourceDatabase, cell: Cell, row_id: str) -> str | None:
@@ -331,7 +352,7 @@ def check(db: SourceDatabase, cell: Cell, row_id: str) -> str | None:
     try:
         if cell.kind == "request":
             row = RequestLedger(db).get(row_id)
-            assert row is not None
+            assert row is not None, row_id
             validate(row, db, utc_now())
         else:
             (sub,) = db.fetch_rows(
@@ -360,6 +381,61 @@ def assert_outcome(cell: Cell, refusal: str | None, when: str = "at delivery") -
 # -- the matrix ----------------------------------------------------------------------------
 
 
+@dataclass
+class Matrix:
+    """Every cell's row, created while its user still had their rights, then the change."""
+
+    db: SourceDatabase
+    rows: dict[str, str]  # cell id -> request or subscription id
+    before: dict[str, str | None]  # "former" cells: the outcome before the change
+    refused_by_schema: dict[str, str]  # cell id -> the database's refusal of the row
+
+
+def build_matrix(db: SourceDatabase) -> Matrix:
+    casts = cast_users(db, CELLS, "matrix")
+    rows: dict[str, str] = {}
+    refused_by_schema: dict[str, str] = {}
+    subscriptions = []
+    for n, cell in enumerate(CELLS):
+        who = casts[cell.id]
+        if cell.kind == "request":
+            rows[cell.id] = insert_request(db, cell, who)
+            continue
+        values = subscription_values(cell, who, n)
+        if cell.role == "unknown" and db.dialect == "postgresql":
+            # report_subscriptions.user_id REFERENCES users(id): PostgreSQL refuses the
+            # row itself, so a subscription of an unknown owner never reaches a delivery.
+            try:
+                insert_subscriptions(db, [values])
+            except Exception as error:  # noqa: BLE001 - the driver's integrity error
+                refused_by_schema[cell.id] = str(error)
+                continue
+        subscriptions.append(values)
+        rows[cell.id] = values[0]
+    insert_subscriptions(db, subscriptions)
+    before = {}
+    for cell in CELLS:
+        if cell.role.startswith("former_"):
+            try:
+                before[cell.id] = check(db, cell, rows[cell.id])
+            except Exception as error:  # noqa: BLE001 - reported by the cell itself
+                before[cell.id] = f"unexpected {type(error).__name__}: {error}"
+    lose_rights(db, CELLS, casts)
+    return Matrix(db, rows, before, refused_by_schema)
+
+
+@pytest.fixture(scope="module")
+def matrices(databases):
+    made: dict[str, Matrix] = {}
+
+    def get(engine: str) -> Matrix:
+        if engine not in made:
+            made[engine] = build_matrix(databases(engine))
+        return made[engine]
+
+    return get
+
+
 def test_the_documented_table_covers_the_catalog():
     assert set(DOCUMENTED_ACCESS) == set(CATALOG), "every export type has a documented rule"
     for export_type, access in DOCUMENTED_ACCESS.items():
@@ -369,80 +445,110 @@ def test_the_documented_table_covers_the_catalog():
         )
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("cell", CELLS, ids=[c.id for c in CELLS])
-def test_permission_matrix(db, cell):
-    who = cast(db, cell.role)
-    if cell.kind == "request":
-        row_id = insert_request(db, cell, who)
-    else:
-        if cell.role == "unknown" and db.dialect == "postgresql":
-            # report_subscriptions.user_id REFERENCES users(id): PostgreSQL refuses the
-            # row itself, so an unknown owner never reaches a delivery.
-            with pytest.raises(Exception, match="(?i)foreign key"):
-                insert_subscription(db, cell, who)
-            RESULTS["matrix", db.dialect, False] += 1
-            return
-        row_id = insert_subscription(db, cell, who)
-
+def test_permission_matrix(matrices, engine, cell):
+    matrix = matrices(engine)
+    if cell.id in matrix.refused_by_schema:
+        assert "foreign key" in matrix.refused_by_schema[cell.id].lower()
+        assert not cell.allowed
+        RESULTS["matrix", engine, False] += 1
+        return
     if cell.role.startswith("former_"):
-        # Before losing their rights they were admins of the organization.
+        # Until the change they were admins of the organization.
         before = Cell(cell.kind, cell.export_type, cell.access, "admin")
-        assert_outcome(before, check(db, cell, row_id), when="before the change")
-        lose_rights(db, cell.role, who)
+        assert_outcome(before, matrix.before[cell.id], when="before the change")
 
-    refusal = check(db, cell, row_id)
+    refusal = check(matrix.db, cell, matrix.rows[cell.id])
     assert_outcome(cell, refusal)
-    RESULTS["matrix", db.dialect, refusal is None] += 1
+    RESULTS["matrix", engine, refusal is None] += 1
 
 
 # -- a sample end to end through the request sensor ------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def sensor_instance():
-    with dg.instance_for_test() as instance:
-        yield instance
+@dataclass
+class Served:
+    """One sensor tick over the sample's rows, then a second tick, and the rows after."""
+
+    casts: dict[str, Cast]
+    rows: dict[str, dict]  # cell id -> its export_requests row after the first tick
+    launched: dict[str, list[dg.RunRequest]]  # request id -> the first tick's run requests
+    launched_again: list[str]  # run keys of the second tick
+    audit: dict[str, list[str]]  # request id -> its audit actions
 
 
-def tick(instance: dg.DagsterInstance, db: SourceDatabase):
+def tick(instance: dg.DagsterInstance, db: SourceDatabase) -> list[dg.RunRequest]:
     with dg.build_sensor_context(
         instance=instance, resources={"source": SourceResource(url=db.url)}
     ) as context:
-        return export_requests_sensor(context)
+        result = export_requests_sensor(context)
+    return [] if isinstance(result, dg.SkipReason) else list(result.run_requests)
 
 
-@pytest.mark.parametrize("cell", SENSOR_CELLS, ids=[c.id for c in SENSOR_CELLS])
-def test_permission_through_the_request_sensor(db, sensor_instance, cell):
-    ledger = RequestLedger(db)
-    # Only this cell's row waits (the matrix's rows and the demo's are not served here).
+def serve_sample(db: SourceDatabase) -> Served:
+    # Only the sample's rows wait: the matrix's and the demo's are not the sensor's here.
     db.execute(
         "UPDATE export_requests SET status = :failed WHERE status = :pending",
         {"failed": "FAILED", "pending": "PENDING"},
     )
-    who = cast(db, cell.role)
-    request_id = insert_request(db, cell, who)
-    lose_rights(db, cell.role, who)
+    casts = cast_users(db, SENSOR_CELLS, "sensor")
+    ids = {c.id: insert_request(db, c, casts[c.id]) for c in SENSOR_CELLS}
+    lose_rights(db, SENSOR_CELLS, casts)
+    with dg.instance_for_test() as instance:
+        first = tick(instance, db)
+        again = tick(instance, db)
+    ledger = RequestLedger(db)
+    launched: dict[str, list[dg.RunRequest]] = {}
+    for run_request in first:
+        launched.setdefault(run_request.run_key, []).append(run_request)
+    audit: dict[str, list[str]] = {}
+    for entry in db.fetch_rows(
+        "SELECT target_id, action FROM audit_log WHERE target_type = :t", {"t": "export_request"}
+    ):
+        audit.setdefault(entry["target_id"], []).append(entry["action"])
+    return Served(
+        casts=casts,
+        rows={cell_id: ledger.get(request_id) for cell_id, request_id in ids.items()},
+        launched=launched,
+        launched_again=[r.run_key for r in again],
+        audit=audit,
+    )
 
-    result = tick(sensor_instance, db)
-    row = ledger.get(request_id)
+
+@pytest.fixture(scope="module")
+def served(databases):
+    made: dict[str, Served] = {}
+
+    def get(engine: str) -> Served:
+        if engine not in made:
+            made[engine] = serve_sample(databases(engine))
+        return made[engine]
+
+    return get
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("cell", SENSOR_CELLS, ids=[c.id for c in SENSOR_CELLS])
+def test_permission_through_the_request_sensor(served, engine, cell):
+    outcome = served(engine)
+    row = outcome.rows[cell.id]
+    request_id = row["id"]
+    launched = outcome.launched.get(request_id, [])
     if cell.allowed:
-        assert isinstance(result, dg.SensorResult), f"{cell.id}: no run launched ({result})"
-        assert [r.run_key for r in result.run_requests] == [request_id], cell.id
-        (launched,) = result.run_requests
-        assert launched.tags[REQUEST_TAG] == request_id
-        assert launched.tags[USER_TAG] == who.user_id
+        assert len(launched) == 1, f"{cell.id}: {len(launched)} runs launched, not one"
+        (run_request,) = launched
+        assert run_request.tags[REQUEST_TAG] == request_id
+        assert run_request.tags[USER_TAG] == outcome.casts[cell.id].user_id
         assert row["status"] == "PENDING" and row["started_at"] is not None, row
-        assert row["error_message"] is None
-        again = tick(sensor_instance, db)
-        assert isinstance(again, dg.SkipReason), f"{cell.id}: a second tick launched it again"
+        assert row["error_message"] is None, row["error_message"]
+        assert request_id not in outcome.launched_again, f"{cell.id}: launched twice"
+        assert request_id not in outcome.audit, "nothing is recorded before the run ends"
     else:
-        launched = [] if isinstance(result, dg.SkipReason) else result.run_requests
         assert launched == [], f"{cell.id}: a refused request launched a run"
+        assert request_id not in outcome.launched_again, f"{cell.id}: launched later"
         assert row["status"] == "FAILED", f"{cell.id}: {row['status']}"
         assert cell.reason in row["error_message"], f"{cell.id}: {row['error_message']!r}"
         assert row["run_id"] is None
-        audit = db.fetch_rows(
-            "SELECT action FROM audit_log WHERE target_id = :id", {"id": request_id}
-        )
-        assert audit == [{"action": "export.failed"}]
-    RESULTS["sensor", db.dialect, cell.allowed] += 1
+        assert outcome.audit.get(request_id) == ["export.failed"], outcome.audit.get(request_id)
+    RESULTS["sensor", engine, cell.allowed] += 1
