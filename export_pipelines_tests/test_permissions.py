@@ -29,7 +29,14 @@ import dagster as dg
 import pytest
 
 from export_pipelines.catalog import CATALOG
-from export_pipelines.defs.requests import REQUEST_TAG, USER_TAG, export_requests_sensor
+from export_pipelines.defs.requests import (
+    ORG_TAG,
+    REQUEST_TAG,
+    USER_TAG,
+    export_requests_sensor,
+    serve_export_request_job,
+    serve_export_requests_job,
+)
 from export_pipelines.defs.resources import SourceResource
 from export_pipelines.requests.ledger import RequestLedger, utc_now
 from export_pipelines.requests.validation import (
@@ -164,10 +171,12 @@ CELLS = [
     for role in ROLES
 ]
 
-# End to end through the sensor: every role × one type of each access kind.
+# End to end through the sensor: every role × one type of each access kind. The sensor
+# serves small requests of one organization in one shared run and an organization bundle
+# in a run of its own (CONTRACT §6): the sample takes both ways.
 SENSOR_TYPES = {
     "member": "scan_results",
-    "admin": "audit_log_export",
+    "admin": "organization_bundle",
     "self/own data": "user_data_export",
     "self/someone else's data": "user_data_export",
 }
@@ -473,8 +482,8 @@ class Served:
 
     casts: dict[str, Cast]
     rows: dict[str, dict]  # cell id -> its export_requests row after the first tick
-    launched: dict[str, list[dg.RunRequest]]  # request id -> the first tick's run requests
-    launched_again: list[str]  # run keys of the second tick
+    launched: dict[str, list[dg.RunRequest]]  # request id -> the first tick's runs serving it
+    launched_again: dict[str, list[dg.RunRequest]]  # the same, of the second tick
     audit: dict[str, list[str]]  # request id -> its audit actions
 
 
@@ -484,6 +493,23 @@ def tick(instance: dg.DagsterInstance, db: SourceDatabase) -> list[dg.RunRequest
     ) as context:
         result = export_requests_sensor(context)
     return [] if isinstance(result, dg.SkipReason) else list(result.run_requests)
+
+
+def request_ids_of(run_request: dg.RunRequest) -> list[str]:
+    """The requests a run serves: its own one, or a shared run's list (CONTRACT §6)."""
+    ops = run_request.run_config["ops"]
+    if run_request.job_name == serve_export_request_job.name:
+        return [ops["serve_export_request"]["config"]["request_id"]]
+    assert run_request.job_name == serve_export_requests_job.name, run_request.job_name
+    return list(ops["waiting_requests"]["config"]["request_ids"])
+
+
+def by_request(run_requests: list[dg.RunRequest]) -> dict[str, list[dg.RunRequest]]:
+    served: dict[str, list[dg.RunRequest]] = {}
+    for run_request in run_requests:
+        for request_id in request_ids_of(run_request):
+            served.setdefault(request_id, []).append(run_request)
+    return served
 
 
 def serve_sample(db: SourceDatabase) -> Served:
@@ -499,9 +525,6 @@ def serve_sample(db: SourceDatabase) -> Served:
         first = tick(instance, db)
         again = tick(instance, db)
     ledger = RequestLedger(db)
-    launched: dict[str, list[dg.RunRequest]] = {}
-    for run_request in first:
-        launched.setdefault(run_request.run_key, []).append(run_request)
     audit: dict[str, list[str]] = {}
     for entry in db.fetch_rows(
         "SELECT target_id, action FROM audit_log WHERE target_type = :t", {"t": "export_request"}
@@ -510,8 +533,8 @@ def serve_sample(db: SourceDatabase) -> Served:
     return Served(
         casts=casts,
         rows={cell_id: ledger.get(request_id) for cell_id, request_id in ids.items()},
-        launched=launched,
-        launched_again=[r.run_key for r in again],
+        launched=by_request(first),
+        launched_again=by_request(again),
         audit=audit,
     )
 
@@ -536,10 +559,13 @@ def test_permission_through_the_request_sensor(served, engine, cell):
     request_id = row["id"]
     launched = outcome.launched.get(request_id, [])
     if cell.allowed:
-        assert len(launched) == 1, f"{cell.id}: {len(launched)} runs launched, not one"
+        assert len(launched) == 1, f"{cell.id}: {len(launched)} runs serve it, not one"
         (run_request,) = launched
-        assert run_request.tags[REQUEST_TAG] == request_id
-        assert run_request.tags[USER_TAG] == outcome.casts[cell.id].user_id
+        assert run_request.tags[ORG_TAG] == row["organization_id"]
+        if run_request.job_name == serve_export_request_job.name:  # a run of its own
+            assert run_request.run_key == request_id
+            assert run_request.tags[REQUEST_TAG] == request_id
+            assert run_request.tags[USER_TAG] == outcome.casts[cell.id].user_id
         assert row["status"] == "PENDING" and row["started_at"] is not None, row
         assert row["error_message"] is None, row["error_message"]
         assert request_id not in outcome.launched_again, f"{cell.id}: launched twice"
