@@ -117,7 +117,7 @@ def burst(count: int) -> dict:
         }
 
 
-def floor(asks: list[dict], day: dt.date) -> float:
+def floor(asks: list[dict], day: dt.date, params=None) -> float:
     """The export work alone: every valid request built in one process, one after another."""
     from export_pipelines.pipeline.build import build_deliverable
     from export_pipelines.pipeline.workarea import WorkArea
@@ -129,7 +129,9 @@ def floor(asks: list[dict], day: dt.date) -> float:
 
     base = Path(tempfile.mkdtemp(prefix="bench-floor-"))
     db = SourceDatabase(f"sqlite:///{base / 'source.db'}")
-    db.ensure_embedded(demo_data.DemoParams())
+    # The data `make dev` seeds: the same organizations, users and days as the burst.
+    today = dt.datetime.now(dt.timezone.utc).date()
+    db.ensure_embedded(params or demo_data.DemoParams(end_date=today))
     db.execute("DELETE FROM export_requests")
     ledger = RequestLedger(db)
     work, store = WorkArea(base / "work"), LocalStore(base / "exports")

@@ -41,6 +41,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from export_pipelines.catalog import CATALOG
+from export_pipelines.catalog.spec import Access, Kind
 from export_pipelines.cli import main as cli
 from export_pipelines.defs.reports import deliver_report_job, report_failure_sensor
 from export_pipelines.defs.requests import REQUEST_TAG, export_request_failure_sensor
@@ -423,9 +424,9 @@ def servable_rows(draw, people: dict) -> dict:
         return draw(request_rows(people))
     key = draw(st.sampled_from(sorted(CATALOG)))
     spec = CATALOG[key]
-    admin = draw(st.booleans()) or spec.access.value == "admin"
+    admin = draw(st.booleans()) or spec.access is Access.ADMIN
     user = people["admin"] if admin else people["member"]
-    formats = ["CSV", "JSON"] if spec.kind.value == "user_bundle" else [f.value for f in ExportFormat]
+    formats = ["CSV", "JSON"] if spec.kind is Kind.USER_BUNDLE else [f.value for f in ExportFormat]
     filters: dict = {}
     span = draw(
         st.sampled_from(["demo", "demo", "none", "year1", "reversed", "huge", "future", "last"])
@@ -447,7 +448,7 @@ def servable_rows(draw, people: dict) -> dict:
     if spec.project_column and draw(st.booleans()):
         filters["project_ids"] = draw(st.lists(st.sampled_from(people["projects"]), max_size=3))
     params: dict = {}
-    if spec.kind.value == "table":
+    if spec.kind is Kind.TABLE:
         params = draw(
             st.fixed_dictionaries(
                 {},
@@ -459,9 +460,7 @@ def servable_rows(draw, people: dict) -> dict:
                     "bom": st.booleans(),
                     "formula_guard": st.booleans(),
                     "compression": st.sampled_from(["gzip", "zip", "none"]),
-                    "columns": st.lists(
-                        st.sampled_from(spec.column_names), min_size=1, max_size=4
-                    ),
+                    "columns": st.lists(st.sampled_from(spec.column_names), min_size=1, max_size=4),
                     "pdf_row_limit": st.integers(1, 50),
                 },
             )
@@ -581,19 +580,11 @@ def totals(request, db) -> Iterator[Counter]:
                 "test": request.node.originalname,
                 "engine": db.dialect,
                 "seconds": round(time.monotonic() - started, 1),
-                "passed": not getattr(request.node, "_fuzz_failed", False),
+                "passed": counts.pop("passed", 0) == 1,
                 **dict(sorted(counts.items())),
             }
             with open(out, "a", encoding="utf-8") as file:
                 file.write(json.dumps(line) + "\n")
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):  # pragma: no cover - used when run as a plugin
-    outcome = yield
-    report = outcome.get_result()
-    if report.when == "call" and report.failed:
-        item._fuzz_failed = True
 
 
 # -- validation: any row, refused with a sentence or accepted ------------------------------
@@ -639,6 +630,7 @@ def test_validation_refuses_any_request_row_with_a_sentence(db, people, totals):
         check()
     finally:
         reset_ledger(db)
+    totals["passed"] = 1
 
 
 def test_launchpad_options_refuse_any_parameters_with_a_sentence():
@@ -773,11 +765,10 @@ def test_request_sensor_never_raises_on_fuzzed_rows(db, people, instance, totals
         check()
     finally:
         reset_ledger(db)
+    totals["passed"] = 1
 
 
-def test_invalid_utf8_stored_by_another_client_does_not_stop_the_sensor(
-    sqlite_source, instance
-):
+def test_invalid_utf8_stored_by_another_client_does_not_stop_the_sensor(sqlite_source, instance):
     """SQLite keeps whatever bytes another client writes as TEXT (here: a lone surrogate's
     bytes, ED A0 80). Reading such a row must not fail the tick, and other rows are served."""
     db = sqlite_source
@@ -816,6 +807,11 @@ def files_under(root: Path) -> dict[str, str]:
         for p in sorted(root.rglob("*"))
         if p.is_file()
     }
+
+
+def entries(folder: Path) -> list[str]:
+    """What a folder holds, but the embedded database's own files (its WAL comes and goes)."""
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith("source.db"))
 
 
 @contextlib.contextmanager
@@ -870,7 +866,7 @@ def test_fuzzed_requests_end_completed_or_failed_and_touch_nothing_else(
     ledger = RequestLedger(db)
     reset_ledger(db)
 
-    with own_tmpdir(tmp_path / "tmp") as tmp, dg.instance_for_test() as instance:
+    with dg.instance_for_test() as instance, own_tmpdir(tmp_path / "tmp") as tmp:
         # One good request published first: no fuzzed row may touch its files.
         good = ledger.insert(
             people["org"],
@@ -884,12 +880,14 @@ def test_fuzzed_requests_end_completed_or_failed_and_touch_nothing_else(
         good_folder = request_folder(good)
         good_files = files_under(store_dir / good_folder)
         assert "manifest.json" in good_files and verify_folder(store, good_folder) == []
-        top_level = sorted(p.name for p in tmp_path.iterdir())
+        top_level = entries(tmp_path)
         tmp_before = set(files_under(tmp))
 
         @END_TO_END
         @given(
-            rows=st.lists(servable_rows(people), min_size=1, max_size=3, unique_by=lambda r: r["id"])
+            rows=st.lists(
+                servable_rows(people), min_size=1, max_size=3, unique_by=lambda r: r["id"]
+            )
         )
         def check(rows):
             reset_ledger(db, keep=(good,))
@@ -929,14 +927,8 @@ def test_fuzzed_requests_end_completed_or_failed_and_touch_nothing_else(
                 outside = parts[0] != "requests" or parts[1] not in completed
                 totals["files_outside_store"] += outside
                 assert not outside, f"{name} is outside a completed request's folder"
-            assert sorted(p.name for p in tmp_path.iterdir()) == top_level
+            assert entries(tmp_path) == top_level
             assert set(files_under(tmp)) <= tmp_before, "temporary files left behind"
-            for name in files_under(work_dir):  # the work area holds days, not requests
-                assert not any(
-                    i and len(i) > 3 and path_segment(i) in name.split("/")
-                    for i in inserted
-                    if not re.fullmatch(r"[0-9a-f-]{36}", i)
-                ), name
 
         try:
             check()
@@ -944,6 +936,7 @@ def test_fuzzed_requests_end_completed_or_failed_and_touch_nothing_else(
             reset_ledger(db, keep=(good,))
         assert cli(["verify", str(store_dir)]) == 0
         assert totals["internal_errors"] == 0, "a request validation accepted failed inside"
+    totals["passed"] = 1
 
 
 # -- subscriptions ---------------------------------------------------------------------------
@@ -965,7 +958,7 @@ RECIPIENTS = [
     '["' + "a" * 300 + '@example.com"]',
     '["\\u0000@example.com"]',
     '["\\ud800@example.com"]',
-    '[1, 2]',
+    "[1, 2]",
     '[["a@example.com"]]',
     '{"to": "a@example.com"}',
     "[" * 10_000 + "]" * 10_000,
@@ -1049,9 +1042,7 @@ def subscriptions(db) -> Iterator[None]:
                 conn.commit()
 
 
-def test_subscription_validation_refuses_any_row_with_a_sentence(
-    db, people, subscriptions, totals
-):
+def test_subscription_validation_refuses_any_row_with_a_sentence(db, people, subscriptions, totals):
     @FAST
     @given(row=subscription_rows(people), period=st.sampled_from(PERIODS))
     def check(row, period):
@@ -1081,6 +1072,7 @@ def test_subscription_validation_refuses_any_row_with_a_sentence(
             assert report.folder.split("/")[1] == path_segment(stored["id"])
 
     check()
+    totals["passed"] = 1
 
 
 @pytest.mark.slow
@@ -1144,9 +1136,9 @@ def test_deliver_report_sends_nothing_for_a_refused_subscription(
                 told = smtp.received[sent_before:]
                 owner = owner_emails.get(stored["user_id"])
                 assert all(m.rcpt_tos == [owner] for m in told), "only the owner is told"
+                assert_readable(refused, row)
                 for mail in told:
-                    assert_readable(refused)
-                    assert "not delivered" in mail.message.get_body().get_content()
+                    assert "could not be delivered" in mail.message.get_body().get_content()
             else:
                 totals["delivered" if outcome.success else "failed"] += 1
                 assert outcome.success, f"an accepted subscription failed: {row!r}"
@@ -1154,3 +1146,4 @@ def test_deliver_report_sends_nothing_for_a_refused_subscription(
                 assert [set(m.rcpt_tos) for m in sent] == [expected]
 
         check()
+    totals["passed"] = 1
