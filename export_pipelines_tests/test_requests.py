@@ -13,9 +13,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from export_pipelines.defs.expiry import expire_exports_job
 from export_pipelines.defs.requests import (
     REQUEST_TAG,
-    expire_exports_job,
     export_request_failure_sensor,
     export_requests_sensor,
     serve_export_request_job,

@@ -14,9 +14,9 @@ from dagster_aws.s3 import S3Resource
 
 from export_pipelines.catalog import CATALOG
 from export_pipelines.cli import main as cli
+from export_pipelines.defs.expiry import expire_exports_job
 from export_pipelines.defs.exports import export_assets
 from export_pipelines.defs.partitions import organizations
-from export_pipelines.defs.requests import expire_exports_job
 from export_pipelines.defs.resources import SourceResource, StoreResource, WorkAreaResource
 from export_pipelines.pipeline.naming import ExportPartition
 from export_pipelines.requests.ledger import RequestLedger

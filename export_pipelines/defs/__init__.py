@@ -2,7 +2,8 @@
 
 - `partitions`  organization × UTC day, and the sensor that adds organizations
 - `exports`     every export type's assets and checks, made from its spec
-- `requests`    the on-demand request sensor, job, failure sensor and expiry
+- `requests`    the on-demand request sensor, jobs and failure sensor
+- `expiry`      the schedule that deletes expired deliverables
 - `reports`     the report schedules, job and failure sensor
 - `statistics`  the on-demand service's statistics asset
 - `resources`   source, store, work area: the only place that reaches the outside world
@@ -20,6 +21,7 @@ warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
 def build_definitions() -> dg.Definitions:
     from export_pipelines.catalog import SPECS
+    from export_pipelines.defs.expiry import expire_exports_job, expire_exports_schedule
     from export_pipelines.defs.exports import all_export_assets
     from export_pipelines.defs.partitions import organizations_sensor
     from export_pipelines.defs.reports import (
@@ -28,8 +30,6 @@ def build_definitions() -> dg.Definitions:
         report_schedules,
     )
     from export_pipelines.defs.requests import (
-        expire_exports_job,
-        expire_exports_schedule,
         export_request_failure_sensor,
         export_requests_sensor,
         serve_export_request_job,

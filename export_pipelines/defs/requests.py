@@ -21,10 +21,8 @@ from export_pipelines.catalog.spec import Kind
 from export_pipelines.defs.resources import SourceResource, StoreResource, WorkAreaResource
 from export_pipelines.pipeline.build import build_deliverable
 from export_pipelines.pipeline.deliverable import Deliverable
-from export_pipelines.pipeline.naming import request_folder
 from export_pipelines.requests.ledger import (
     RequestLedger,
-    parse_timestamp,
     utc_now,
 )
 from export_pipelines.requests.messages import people_message
@@ -388,31 +386,3 @@ def export_request_failure_sensor(context: dg.RunFailureSensorContext, source: S
             continue  # served by another run
         # Guarded: a request its step completed stays COMPLETED.
         ledger.fail(rid, by_step.get(f"serve_waiting_request[{step_key_for(rid)}]", general))
-
-
-@dg.op(description="Delete deliverables past expires_at and mark their requests EXPIRED.")
-def expire_exports(context: dg.OpExecutionContext, source: SourceResource, store: StoreResource):
-    ledger = RequestLedger(source.database())
-    target = store.store()
-    now = utc_now()
-    for row in ledger.due_for_expiry(now):
-        removed = target.delete_prefix(request_folder(row["id"]))
-        ledger.expire(row["id"])
-        context.log.info(
-            f"expired request {row['id']} (expired at {parse_timestamp(row['expires_at'])}): "
-            f"{removed} file(s) deleted"
-        )
-
-
-@dg.job(description="Delete expired on-demand deliverables.")
-def expire_exports_job():
-    expire_exports()
-
-
-expire_exports_schedule = dg.ScheduleDefinition(
-    job=expire_exports_job,
-    cron_schedule="15 * * * *",
-    execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Every hour: delete on-demand deliverables past their expiry, mark them EXPIRED.",
-)
