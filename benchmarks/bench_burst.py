@@ -23,42 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_requests import machine  # noqa: E402
-
-TYPES = [
-    ("scan_results", False),
-    ("credit_usage_report", False),
-    ("generated_content", False),
-    ("projects_summary", False),
-    ("audit_log_export", True),
-]
-FORMATS = ["CSV", "JSON", "JSONL", "PARQUET", "XML", "EXCEL"]
-
-
-def plan(db, count: int, day: dt.date) -> list[dict]:
-    admins = db.fetch_rows("SELECT id, organization_id FROM users WHERE is_admin = :y", {"y": True})
-    members = db.fetch_rows("SELECT id, organization_id FROM users ORDER BY id")
-    asks = []
-    for i in range(count):
-        export_type, admin_only = TYPES[i % len(TYPES)]
-        user = (admins if admin_only else members)[i % len(admins if admin_only else members)]
-        ask = {
-            "org": user["organization_id"],
-            "user": user["id"],
-            "type": export_type,
-            "format": FORMATS[i % len(FORMATS)],
-            "filters": {"date_from": str(day), "date_to": str(day)},
-        }
-        if i % 10 == 9:  # the invalid tenth, each wrong in its own way
-            ask.update(
-                [
-                    {"type": "no_such_export"},
-                    {"format": "DOCX"},
-                    {"filters": {"date_from": str(day), "date_to": "2999-01-01"}},
-                    {"filters": {"project_ids": "not-a-list"}},
-                ][(i // 10) % 4]
-            )
-        asks.append(ask)
-    return asks
+from export_pipelines_tests.dev_server import mixed_requests as plan  # noqa: E402
 
 
 def burst(count: int) -> dict:
