@@ -88,3 +88,24 @@ def smtp_settings() -> SmtpSettings | None:
 def own_run_rows() -> int:
     """Requests estimated above this many rows are served in a run of their own."""
     return int(os.environ.get("EXPORT_OWN_RUN_ROWS", "200000"))
+
+
+def max_recipients() -> int:
+    """The most addresses one report may go to (EXPORT_MAX_RECIPIENTS, default 50)."""
+    raw = os.environ.get("EXPORT_MAX_RECIPIENTS", "").strip() or "50"
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"EXPORT_MAX_RECIPIENTS must be a whole number of at least 1, got {raw!r}")
+    return value
+
+
+def recipient_domains() -> frozenset[str] | None:
+    """The email domains reports may go to (EXPORT_RECIPIENT_DOMAINS, comma-separated), in
+    lower case; None when unset: then each organization's own users' domains
+    (docs/CONTRACT.md §7, export_pipelines/delivery/recipients.py)."""
+    raw = os.environ.get("EXPORT_RECIPIENT_DOMAINS", "")
+    domains = frozenset(d.strip().lower() for d in raw.split(",") if d.strip())
+    return domains or None

@@ -525,7 +525,13 @@ def test_report_subscriptions_cover_every_cadence_per_org():
     assert recipients.map(len).between(1, 2).all()
     assert set(recipients.map(len)) == {1, 2}
     addresses = [a for group in recipients for a in group]
-    assert all(re.fullmatch(r"[a-z0-9.\-]+@example\.(com|org)", a) for a in addresses)
+    assert all(re.fullmatch(r"[a-z0-9.\-]+@[a-z0-9\-]+\.example\.com", a) for a in addresses)
+    # Each recipient is at the domain of the organization's own users.
+    users = frames(params)["users"]
+    by_org = users.assign(domain=users.email.str.split("@").str[1]).groupby("organization_id")
+    domains = by_org.domain.agg(set)
+    for org, group in zip(subs.organization_id, recipients):
+        assert {a.split("@")[1] for a in group} <= domains[org]
 
 
 # --- params ------------------------------------------------------------------------------------

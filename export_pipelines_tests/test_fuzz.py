@@ -14,11 +14,16 @@ must hold whatever the row says (docs/CONTRACT.md §6, §7):
   request's published files are never touched (they still verify);
 - a refused subscription sends nothing to its recipients.
 
-Values the engine itself cannot store are not inserted (the application could not insert
-them either): lone surrogates on both (no UTF-8 form), NUL on PostgreSQL. They still arrive
-as JSON escapes (`"\\ud800"`, `"\\u0000"`), which both engines store.
+What the engine itself cannot store is left out of the value inserted, as it would be for
+the application: lone surrogates on both engines (no UTF-8 form: no driver binds them), NUL
+on PostgreSQL, text in a PostgreSQL TIMESTAMP column (and, for subscriptions on PostgreSQL,
+owners the foreign keys refuse). Surrogates and NUL still arrive as JSON escapes
+(`"\\ud800"`, `"\\u0000"`), which both engines store.
 
-With EXPORT_RELIABILITY_OUT set, each test appends one JSON line of totals to that file.
+Cost: the validation-level properties run 150 examples (30 sensor ticks of up to 6 rows);
+the end-to-end ones (`slow`) 6 examples of 1-3 rows per engine that launch real runs, and
+8 report deliveries per engine. With EXPORT_RELIABILITY_OUT set, each test appends one JSON
+line of totals to that file.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ from export_pipelines.pipeline.deliverable import Deliverable
 from export_pipelines.pipeline.naming import path_segment, request_folder
 from export_pipelines.render import Compression, ExportFormat
 from export_pipelines.requests.ledger import RequestLedger, utc_now
+from export_pipelines.requests.messages import people_message
 from export_pipelines.requests.validation import (
     RequestRejected,
     launchpad_options,
@@ -82,9 +88,9 @@ FAST = settings(
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-SENSOR = settings(FAST, max_examples=40)
-END_TO_END = settings(FAST, max_examples=12)
-REPORTS_END_TO_END = settings(FAST, max_examples=6)
+SENSOR = settings(FAST, max_examples=30)
+END_TO_END = settings(FAST, max_examples=6)
+REPORTS_END_TO_END = settings(FAST, max_examples=8)
 
 
 # -- engines -------------------------------------------------------------------------------
@@ -99,7 +105,7 @@ def fuzz_postgres() -> Iterator[SourceDatabase]:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db(request) -> SourceDatabase:
-    """The demo data, an empty ledger and the demo's subscriptions, on each engine."""
+    """The demo data and an empty ledger, on each engine."""
     if request.param == "sqlite":
         database = request.getfixturevalue("sqlite_source")
     else:
@@ -135,6 +141,7 @@ def people(db) -> dict:
     return {
         "org": org,
         "orgs": orgs,
+        "colleagues": sorted(u["email"] for u in users if u["organization_id"] == org),
         "member": members[0],
         "admin": admins[0],
         "outsider": outsider,
@@ -160,9 +167,17 @@ def unreadable(message: object) -> str | None:
     return None
 
 
+def brief(value: object, limit: int = 300) -> str:
+    """A bounded repr for assertion messages (rows hold 100,000-character values)."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k!r}: {brief(v, 120)}" for k, v in value.items()) + "}"
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} chars)"
+
+
 def assert_readable(message: object, row: object = None) -> None:
     reason = unreadable(message)
-    assert reason is None, f"unreadable message ({reason}): {message!r} for row {row!r}"
+    assert reason is None, f"unreadable message ({reason}): {brief(message)} for {brief(row)}"
 
 
 # -- strategies ----------------------------------------------------------------------------
@@ -394,19 +409,48 @@ def who(draw, people: dict) -> tuple[str, str]:
     )
 
 
+def sometimes(draw, one_in: int) -> bool:
+    return draw(st.integers(0, one_in - 1)) == 0
+
+
 @st.composite
 def request_rows(draw, people: dict) -> dict:
-    org, user = draw(who(people))
+    """A row of export_requests, each field hostile now and then, so that every rule is
+    reached: the id, type, format and people are mostly sound, the JSON columns mostly not."""
+    key = draw(st.sampled_from(TYPES))
+    spec = CATALOG[key.strip().lower()]
+    user = people["member"] if spec.access is Access.MEMBER and draw(st.booleans()) else None
+    org, user_id = people["org"], (user or people["admin"])["id"]
+    if sometimes(draw, 6):
+        org, user_id = draw(who(people))
+    formats = ["CSV", "JSON"] if spec.kind is Kind.USER_BUNDLE else FORMATS
+    sound_filters = st.one_of(
+        st.none(),
+        st.builds(
+            lambda first, days: json.dumps(
+                {"date_from": str(first), "date_to": str(first + dt.timedelta(days=days))}
+            ),
+            st.dates(min_value=FIRST_DAY, max_value=LAST_DAY),
+            st.integers(0, 3),
+        ),
+    )
     return {
-        "id": draw(st.one_of(st.uuids().map(str), st.uuids().map(str), hostile_text)),
-        "export_type": draw(st.one_of(st.sampled_from(TYPES), hostile_text)),
-        "export_format": draw(st.one_of(st.sampled_from(FORMATS), hostile_text)),
+        "id": draw(hostile_text if sometimes(draw, 6) else st.uuids().map(str)),
+        "export_type": draw(hostile_text) if sometimes(draw, 6) else key,
+        "export_format": draw(
+            st.one_of(st.sampled_from(FORMATS), hostile_text)
+            if sometimes(draw, 6)
+            else st.sampled_from(formats)
+        ),
         "organization_id": org,
-        "user_id": user,
-        "filters": draw(json_column(filters_dicts(people))),
+        "user_id": user_id,
+        "filters": draw(
+            sound_filters if sometimes(draw, 3) else json_column(filters_dicts(people))
+        ),
         "parameters": draw(json_column(parameter_dicts())),
         "created_at": draw(
             st.one_of(
+                st.just("now"),
                 st.just("now"),
                 st.datetimes(min_value=dt.datetime(1, 1, 1), max_value=dt.datetime(9999, 12, 31)),
                 st.sampled_from(["yesterday", "", "2026-13-01 00:00:00", "0001-01-01 00:00:00"]),
@@ -420,7 +464,7 @@ def servable_rows(draw, people: dict) -> dict:
     """Rows most of which pass validation, hostile where a valid request may still be:
     ids with `../` and unicode, every type and format, any delimiter, columns, compression,
     year-1 ranges. Now and then a fully hostile row."""
-    if draw(st.integers(0, 3)) == 0:
+    if draw(st.integers(0, 4)) == 0:
         return draw(request_rows(people))
     key = draw(st.sampled_from(sorted(CATALOG)))
     spec = CATALOG[key]
@@ -429,7 +473,7 @@ def servable_rows(draw, people: dict) -> dict:
     formats = ["CSV", "JSON"] if spec.kind is Kind.USER_BUNDLE else [f.value for f in ExportFormat]
     filters: dict = {}
     span = draw(
-        st.sampled_from(["demo", "demo", "none", "year1", "reversed", "huge", "future", "last"])
+        st.sampled_from(["demo"] * 6 + ["none", "year1", "reversed", "huge", "future", "last"])
     )
     if span == "demo":
         first = draw(st.dates(min_value=FIRST_DAY, max_value=LAST_DAY))
@@ -483,7 +527,11 @@ def servable_rows(draw, people: dict) -> dict:
                         "x" * 200,
                     ]
                 ),
-                st.text(st.characters(exclude_categories=("Cs", "Cc")), min_size=1, max_size=30),
+                st.text(
+                    st.characters(categories=("L", "M", "N", "P", "S", "Zs")),
+                    min_size=1,
+                    max_size=30,
+                ),
             )
         ),
         "export_type": draw(st.sampled_from([key, key.upper()])),
@@ -499,22 +547,24 @@ def servable_rows(draw, people: dict) -> dict:
 # -- inserting what the engine can store ---------------------------------------------------
 
 
-def _has_surrogate(text: str) -> bool:
-    return any("\ud800" <= c <= "\udfff" for c in text)
-
-
-def storable(db: SourceDatabase, row: dict) -> bool:
-    """Can the engine hold this row at all? (Else the application could not insert it.)"""
-    for value in row.values():
-        if isinstance(value, str):
-            if _has_surrogate(value):  # no UTF-8 form: no driver binds it
-                return False
-            if db.dialect == "postgresql" and "\x00" in value:  # PostgreSQL text has no NUL
-                return False
+def storable(db: SourceDatabase, row: dict, totals: Counter) -> dict:
+    """The row as the engine can hold it: values it cannot store are left out, as they
+    would be for the application (lone surrogates have no UTF-8 form, so no driver binds
+    them; PostgreSQL text holds no NUL; a TIMESTAMP column takes no text)."""
+    kept = {}
+    for name, value in row.items():
+        if isinstance(value, str) and name != "created_at":
+            stored = "".join(c for c in value if not "\ud800" <= c <= "\udfff")
+            if db.dialect == "postgresql":
+                stored = stored.replace("\x00", "")
+            totals["values_not_storable"] += stored != value
+            value = stored
+        kept[name] = value
     created = row.get("created_at")
     if db.dialect == "postgresql" and isinstance(created, str) and created != "now":
-        return False  # a TIMESTAMP column takes no text
-    return True
+        totals["values_not_storable"] += 1
+        kept["created_at"] = "now"
+    return kept
 
 
 def insert_request(db: SourceDatabase, row: dict) -> None:
@@ -570,6 +620,8 @@ def launched_ids(result) -> Counter:
 @pytest.fixture
 def totals(request, db) -> Iterator[Counter]:
     counts: Counter = Counter()
+    # Always reported, zero or not: what RELIABILITY.md tabulates.
+    counts.update(dict.fromkeys(["rows", "unreadable_messages"], 0))
     started = time.monotonic()
     try:
         yield counts
@@ -592,14 +644,12 @@ def totals(request, db) -> Iterator[Counter]:
 
 def test_validation_refuses_any_request_row_with_a_sentence(db, people, totals):
     """Whole fuzzed rows, inserted and read back: validate raises only RequestRejected."""
+    totals.update(dict.fromkeys(["validation_exceptions"], 0))
 
     @FAST
     @given(data=st.data())
     def check(data):
-        row = data.draw(request_rows(people))
-        if not storable(db, row):
-            totals["unstorable_skipped"] += 1
-            return
+        row = storable(db, data.draw(request_rows(people)), totals)
         reset_ledger(db)
         insert_request(db, row)
         (stored,) = db.fetch_rows("SELECT * FROM export_requests")
@@ -624,7 +674,6 @@ def test_validation_refuses_any_request_row_with_a_sentence(db, people, totals):
                 assert folder == request_folder(stored["id"])
                 assert folder.count("/") == 1 and path_segment(stored["id"]) in folder
                 assert ".." not in folder.split("/")
-        assert totals["rejected"] + totals["accepted"] == totals["rows"]
 
     try:
         check()
@@ -727,6 +776,7 @@ def test_defects_found_by_fuzzing_rows_are_sentences(sqlite_source, change, expe
 
 def test_request_sensor_never_raises_on_fuzzed_rows(db, people, instance, totals):
     """Batches of fuzzed rows: one tick refuses each with a sentence or launches it once."""
+    totals.update(dict.fromkeys(["sensor_exceptions", "unreadable_failed"], 0))
 
     @SENSOR
     @given(rows=st.lists(request_rows(people), min_size=1, max_size=6, unique_by=lambda r: r["id"]))
@@ -734,11 +784,10 @@ def test_request_sensor_never_raises_on_fuzzed_rows(db, people, instance, totals
         reset_ledger(db)
         inserted = []
         for row in rows:
-            if storable(db, row):
+            row = storable(db, row, totals)
+            if row["id"] not in inserted:  # two ids may differ only by what was left out
                 insert_request(db, row)
                 inserted.append(row["id"])
-            else:
-                totals["unstorable_skipped"] += 1
         totals["rows"] += len(inserted)
         try:
             result = tick(instance, db)
@@ -757,7 +806,7 @@ def test_request_sensor_never_raises_on_fuzzed_rows(db, people, instance, totals
                 assert launched[request_id] == 0, "a refused request is not launched"
             else:
                 totals["launched"] += 1
-                assert row["status"] == "PENDING" and row["started_at"] is not None, row
+                assert row["status"] == "PENDING" and row["started_at"] is not None, brief(row)
                 assert launched[request_id] == 1, f"launched {launched[request_id]} times"
         assert set(launched) <= set(inserted)
 
@@ -833,6 +882,20 @@ def own_tmpdir(path: Path) -> Iterator[Path]:
             os.environ["TMPDIR"] = saved[1]
 
 
+def clear_store(store_dir: Path, keep: str) -> None:
+    """Everything but the `keep` folder goes: each example starts from the good request."""
+    import shutil
+
+    for path in sorted(store_dir.rglob("*"), reverse=True):
+        name = str(path.relative_to(store_dir))
+        if name == keep or name.startswith(keep + "/") or keep.startswith(name + "/"):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
 def serve_all(instance, db: SourceDatabase, resources: dict, totals: Counter) -> None:
     """Tick, run every launched run in-process, end failed runs as the daemon would."""
     source = {"source": SourceResource(url=db.url)}
@@ -859,7 +922,15 @@ def serve_all(instance, db: SourceDatabase, resources: dict, totals: Counter) ->
 def test_fuzzed_requests_end_completed_or_failed_and_touch_nothing_else(
     db, people, tmp_path, monkeypatch, totals
 ):
-    monkeypatch.setenv("EXPORT_MAX_RANGE_DAYS", "31")  # bounded runs: a month at most
+    # Bounded runs: a week at most (the 30-day default range is refused here; the
+    # validation-level properties above cover it).
+    monkeypatch.setenv("EXPORT_MAX_RANGE_DAYS", "7")
+    totals.update(
+        dict.fromkeys(
+            ["sensor_exceptions", "unreadable_failed", "internal_errors", "files_outside_store"],
+            0,
+        )
+    )
     store_dir, work_dir = tmp_path / "exports", tmp_path / "work"
     resources = export_resources(db, store_dir, work_dir)
     store = open_store(str(store_dir))
@@ -891,20 +962,20 @@ def test_fuzzed_requests_end_completed_or_failed_and_touch_nothing_else(
         )
         def check(rows):
             reset_ledger(db, keep=(good,))
+            clear_store(store_dir, keep=good_folder)
             inserted = []
             for row in rows:
-                if row["id"] == good or not storable(db, row):
-                    totals["unstorable_skipped"] += 1
-                    continue
-                insert_request(db, row)
-                inserted.append(row["id"])
+                row = storable(db, row, totals)
+                if row["id"] != good and row["id"] not in inserted:
+                    insert_request(db, row)
+                    inserted.append(row["id"])
             totals["rows"] += len(inserted)
             with dg.instance_for_test() as run_instance:  # run keys and tags of its own
                 serve_all(run_instance, db, resources, totals)
             stored = requests_by_id(db)
             for request_id in inserted:
                 row = stored[request_id]
-                assert row["status"] in ("COMPLETED", "FAILED"), row
+                assert row["status"] in ("COMPLETED", "FAILED"), brief(row)
                 totals[row["status"].lower()] += 1
                 if row["status"] == "FAILED":
                     if unreadable(row["error_message"]):
@@ -915,7 +986,7 @@ def test_fuzzed_requests_end_completed_or_failed_and_touch_nothing_else(
                 else:
                     folder = request_folder(request_id)
                     published = Path(row["file_path"]).resolve()
-                    assert published.is_relative_to((store_dir / folder).resolve()), row
+                    assert published.is_relative_to((store_dir / folder).resolve()), brief(row)
                     assert verify_folder(store, folder) == []
             # The good request's files, byte for byte, and still verified.
             assert files_under(store_dir / good_folder) == good_files
@@ -927,6 +998,7 @@ def test_fuzzed_requests_end_completed_or_failed_and_touch_nothing_else(
                 outside = parts[0] != "requests" or parts[1] not in completed
                 totals["files_outside_store"] += outside
                 assert not outside, f"{name} is outside a completed request's folder"
+            assert cli(["verify", str(store_dir)]) == 0  # `export-pipelines verify`
             assert entries(tmp_path) == top_level
             assert set(files_under(tmp)) <= tmp_before, "temporary files left behind"
 
@@ -976,34 +1048,93 @@ PERIODS = [
 
 @st.composite
 def subscription_rows(draw, people: dict) -> dict:
-    org, user = draw(who(people))
+    """A row of report_subscriptions, each field hostile now and then (as request_rows)."""
+    key = draw(st.sampled_from(TYPES))
+    spec = CATALOG[key.strip().lower()]
+    user = people["member"] if spec.access is Access.MEMBER and draw(st.booleans()) else None
+    org, user_id = people["org"], (user or people["admin"])["id"]
+    if sometimes(draw, 6):
+        org, user_id = draw(who(people))
+    formats = ["CSV", "JSON"] if spec.kind is Kind.USER_BUNDLE else FORMATS
+    sound_recipients = st.lists(
+        st.sampled_from(["a@example.com", "b@example.org", "zoë@例え.jp"]), min_size=1, max_size=3
+    ).map(json.dumps)
     return {
-        "id": draw(st.one_of(st.uuids().map(str), hostile_text)),
+        "id": draw(hostile_text if sometimes(draw, 6) else st.uuids().map(str)),
         "organization_id": org,
-        "user_id": user,
-        "export_type": draw(st.one_of(st.sampled_from(TYPES), hostile_text)),
-        "export_format": draw(st.one_of(st.sampled_from(FORMATS), hostile_text)),
+        "user_id": user_id,
+        "export_type": draw(hostile_text) if sometimes(draw, 6) else key,
+        "export_format": draw(
+            st.one_of(st.sampled_from(FORMATS), hostile_text)
+            if sometimes(draw, 6)
+            else st.sampled_from(formats)
+        ),
         "cadence": draw(st.one_of(st.sampled_from(CADENCES), hostile_text)),
         "email_recipients": draw(
-            st.one_of(
+            sound_recipients
+            if draw(st.booleans())
+            else st.one_of(
                 st.sampled_from(RECIPIENTS),
                 st.lists(hostile_text, max_size=3).map(json.dumps),
                 hostile_text,
             )
         ),
-        "filters": draw(json_column(filters_dicts(people))),
+        "filters": draw(
+            st.sampled_from([None, "{}", "null"])
+            if draw(st.booleans())
+            else json_column(filters_dicts(people))
+        ),
         "active": draw(st.booleans()),
         "created_at": "now",
     }
 
 
-def subscription_storable(db: SourceDatabase, row: dict, people: dict) -> bool:
-    if not storable(db, row):
-        return False
-    if db.dialect == "postgresql":  # foreign keys: only real organizations and users
-        users = {people[k]["id"] for k in ("member", "admin", "outsider")}
-        return row["organization_id"] in people["orgs"] and row["user_id"] in users
-    return True
+@st.composite
+def deliverable_subscriptions(draw, people: dict) -> dict:
+    """Subscriptions most of which pass their check (cheap types, real owners), with ids
+    like `../`, unicode and SQL, hostile recipients now and then; else any row."""
+    if draw(st.integers(0, 2)) == 0:
+        return draw(subscription_rows(people))
+    key = draw(st.sampled_from(["scan_results", "credit_usage_report", "projects_summary"]))
+    filters = {}
+    if key != "credit_usage_report" and draw(st.booleans()):
+        filters["project_ids"] = draw(st.lists(st.sampled_from(people["projects"]), max_size=2))
+    return {
+        "id": draw(
+            st.one_of(
+                st.uuids().map(str),
+                st.sampled_from(["../../../../escaped", "..", "Ωmega-组织-🚀", "'; DROP --"]),
+            )
+        ),
+        "organization_id": people["org"],
+        "user_id": draw(st.sampled_from([people["member"]["id"], people["admin"]["id"]])),
+        "export_type": key,
+        "export_format": draw(st.sampled_from(["CSV", "JSON", "EXCEL", "PDF", "PARQUET"])),
+        "cadence": "daily",
+        "email_recipients": draw(
+            st.one_of(
+                st.lists(  # the organization's own people: any recipient policy allows them
+                    st.sampled_from(people["colleagues"]), min_size=1, max_size=3, unique=True
+                ).map(json.dumps),
+                st.sampled_from(RECIPIENTS),
+            )
+        ),
+        "filters": json.dumps(filters),
+        "active": True,
+        "created_at": "now",
+    }
+
+
+def subscription_storable(db: SourceDatabase, row: dict, people: dict, totals: Counter) -> dict:
+    """As `storable`; on PostgreSQL, foreign keys also hold the row to a real owner."""
+    row = storable(db, row, totals)
+    users = {people[k]["id"] for k in ("member", "admin", "outsider")}
+    if db.dialect == "postgresql" and (
+        row["organization_id"] not in people["orgs"] or row["user_id"] not in users
+    ):
+        totals["values_not_storable"] += 1
+        row = {**row, "organization_id": people["org"], "user_id": people["member"]["id"]}
+    return row
 
 
 def insert_subscription(db: SourceDatabase, row: dict) -> None:
@@ -1043,12 +1174,14 @@ def subscriptions(db) -> Iterator[None]:
 
 
 def test_subscription_validation_refuses_any_row_with_a_sentence(db, people, subscriptions, totals):
+    """Whole fuzzed subscriptions: validate_subscription raises only RequestRejected, and
+    what it accepts goes to plain addresses only."""
+    totals.update(dict.fromkeys(["validation_exceptions"], 0))
+
     @FAST
     @given(row=subscription_rows(people), period=st.sampled_from(PERIODS))
     def check(row, period):
-        if not subscription_storable(db, row, people):
-            totals["unstorable_skipped"] += 1
-            return
+        row = subscription_storable(db, row, people, totals)
         db.execute("DELETE FROM report_subscriptions")
         insert_subscription(db, row)
         (stored,) = db.fetch_rows("SELECT * FROM report_subscriptions")
@@ -1093,11 +1226,9 @@ def test_deliver_report_sends_nothing_for_a_refused_subscription(
         monkeypatch.setenv("EXPORT_SMTP_FROM", "reports@export-pipelines.test")
 
         @REPORTS_END_TO_END
-        @given(row=subscription_rows(people))
+        @given(row=deliverable_subscriptions(people))
         def check(row):
-            if not subscription_storable(db, row, people):
-                totals["unstorable_skipped"] += 1
-                return
+            row = subscription_storable(db, row, people, totals)
             db.execute("DELETE FROM report_subscriptions")
             insert_subscription(db, row)
             (stored,) = db.fetch_rows("SELECT * FROM report_subscriptions")
@@ -1108,6 +1239,7 @@ def test_deliver_report_sends_nothing_for_a_refused_subscription(
             except RequestRejected as error:
                 refused = str(error)
             sent_before = len(smtp.received)
+            published_before = files_under(store_dir)
             outcome = deliver_report_job.execute_in_process(
                 run_config={
                     "ops": {
@@ -1126,24 +1258,37 @@ def test_deliver_report_sends_nothing_for_a_refused_subscription(
                 raise_on_error=False,
             )
             sent = smtp.received[sent_before:]
-            if refused is not None:
+            failures = outcome.get_step_failure_events()
+            run_refused = any(
+                (data := e.step_failure_data.user_failure_data) is not None
+                and getattr((data.metadata or {}).get("refused"), "value", None) is True
+                for e in failures
+            )
+            for event in failures:  # what the owner reads: the run's root error
+                error = event.step_failure_data.error
+                while error.cause is not None:
+                    error = error.cause
+                assert_readable(people_message(error.cls_name, error.message, None), row)
+            if refused is not None or run_refused:
+                # Refused by the subscription check (or, in the run, by the recipient rules).
                 totals["refused"] += 1
                 assert not outcome.success
+                assert refused is None or run_refused, "a refusal is marked as one"
                 assert sent == [], "a refused subscription sends nothing"
-                folder = store_dir / "reports" / path_segment(stored["id"])
-                assert not folder.exists(), "and publishes nothing"
+                assert files_under(store_dir) == published_before, "and publishes nothing"
                 evaluate_failure_sensor(report_failure_sensor, instance, outcome.run_id, source)
                 told = smtp.received[sent_before:]
                 owner = owner_emails.get(stored["user_id"])
                 assert all(m.rcpt_tos == [owner] for m in told), "only the owner is told"
-                assert_readable(refused, row)
+                if refused is not None:
+                    assert_readable(refused, row)
                 for mail in told:
                     assert "could not be delivered" in mail.message.get_body().get_content()
             else:
                 totals["delivered" if outcome.success else "failed"] += 1
-                assert outcome.success, f"an accepted subscription failed: {row!r}"
+                assert outcome.success, f"an accepted subscription failed: {brief(row)}"
                 expected = set(json.loads(stored["email_recipients"]))
-                assert [set(m.rcpt_tos) for m in sent] == [expected]
+                assert {r for m in sent for r in m.rcpt_tos} == expected, "only its recipients"
 
         check()
     totals["passed"] = 1

@@ -72,6 +72,8 @@ def smtp(monkeypatch):
         monkeypatch.setenv("EXPORT_SMTP_HOST", server.host)
         monkeypatch.setenv("EXPORT_SMTP_PORT", str(server.port))
         monkeypatch.setenv("EXPORT_SMTP_FROM", "reports@export-pipelines.test")
+        # The reports here go to example.org, named as an allowed domain.
+        monkeypatch.setenv("EXPORT_RECIPIENT_DOMAINS", "example.org")
         yield server
 
 

@@ -7,13 +7,24 @@ import datetime as dt
 import io
 import json
 import re
+import socket
+import uuid
 
 import dagster as dg
 import openpyxl
 import pytest
 from pypdf import PdfReader
 
-from export_pipelines.defs.reports import deliver_report_job, due_period, report_schedules
+from export_pipelines.defs.reports import (
+    MAX_RETRY_RUNS,
+    PERIOD_TAG,
+    SUBSCRIPTION_TAG,
+    deliver_report_job,
+    due_period,
+    report_failure_sensor,
+    report_run_request,
+    report_schedules,
+)
 from export_pipelines.defs.resources import SourceResource
 from export_pipelines.source import demo_data
 from export_pipelines.source.database import SourceDatabase
@@ -48,10 +59,26 @@ def history(tmp_path_factory) -> SourceDatabase:
     return seed(SourceDatabase(f"sqlite:///{path}"), params)
 
 
-def evaluate(schedule, instance, db):
+@pytest.fixture(autouse=True)
+def allow_demo_recipients(request, monkeypatch):
+    """The demo's subscriptions email addresses outside their organizations' user domains,
+    which the default recipient policy refuses: allow exactly the domains they use."""
+    if "history" not in request.fixturenames:
+        return
+    db = request.getfixturevalue("history")
+    rows = db.fetch_rows("SELECT email_recipients FROM report_subscriptions")
+    domains = {
+        address.rpartition("@")[2].lower()
+        for row in rows
+        for address in json.loads(row["email_recipients"] or "[]")
+    }
+    monkeypatch.setenv("EXPORT_RECIPIENT_DOMAINS", ",".join(sorted(domains)))
+
+
+def evaluate(schedule, instance, db, at: dt.datetime = TICK):
     with dg.build_schedule_context(
         instance=instance,
-        scheduled_execution_time=TICK,
+        scheduled_execution_time=at,
         resources={"source": SourceResource(url=db.url)},
     ) as context:
         return schedule.evaluate_tick(context).run_requests or []
@@ -202,3 +229,242 @@ def test_failed_delivery_is_retried_then_the_owner_is_told(
     assert len(told) == 1 and "Delivery failed" in told[0].message["Subject"]
     content = told[0].message.get_content()
     assert "refused every recipient" in content and "SMTPRecipientsRefused" not in content
+
+
+# -- undelivered periods are retried by later ticks; the failure sensor never raises ------
+
+DAILY = next(s for s in report_schedules if s.name == "daily_reports")
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on: the kernel just handed it out, and it is closed."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def use_smtp(monkeypatch, host: str, port: int) -> None:
+    monkeypatch.setenv("EXPORT_SMTP_HOST", host)
+    monkeypatch.setenv("EXPORT_SMTP_PORT", str(port))
+    monkeypatch.setenv("EXPORT_SMTP_FROM", "reports@export-pipelines.test")
+
+
+def run(request: dg.RunRequest, instance, resources):
+    return deliver_report_job.execute_in_process(
+        run_config=request.run_config,
+        tags=request.tags,
+        instance=instance,
+        resources=resources,
+        raise_on_error=False,
+    )
+
+
+def step_failure(instance, run_id: str):
+    """The deliberate failure (dagster.Failure) the run ended with: sentence and metadata."""
+    (failure,) = [
+        e.dagster_event.step_failure_data.user_failure_data
+        for e in instance.all_logs(run_id)
+        if e.dagster_event and e.dagster_event.event_type_value == "STEP_FAILURE"
+    ]
+    return failure
+
+
+def retry_keys(requests) -> list[str]:
+    return sorted(r.run_key for r in requests if ":retry-" in r.run_key)
+
+
+def test_an_undelivered_period_is_retried_by_a_later_tick_and_delivered_once(
+    history, instance, tmp_path, monkeypatch
+):
+    store_dir = tmp_path / "exports"
+    resources = export_resources(history, store_dir, tmp_path / "work")
+    request = evaluate(DAILY, instance, history)[0]
+    sub_id = request.tags[SUBSCRIPTION_TAG]
+    recipients = sorted(
+        json.loads(
+            history.scalar(
+                "SELECT email_recipients FROM report_subscriptions WHERE id = :id", {"id": sub_id}
+            )
+        )
+    )
+
+    # The email server is down for all three attempts of the tick's run.
+    use_smtp(monkeypatch, "127.0.0.1", closed_port())
+    failed = run(request, instance, resources)
+    assert not failed.success
+    assert not list(store_dir.rglob("delivery.json")), "no receipt: not delivered"
+    # Telling the owner fails the same way: logged, not raised.
+    evaluate_failure_sensor(
+        report_failure_sensor, instance, failed.run_id, {"source": SourceResource(url=history.url)}
+    )
+
+    with SmtpServer() as smtp:
+        use_smtp(monkeypatch, smtp.host, smtp.port)
+        next_tick = TICK + dt.timedelta(days=1)
+        requests = evaluate(DAILY, instance, history, at=next_tick)
+        assert retry_keys(requests) == [f"{request.run_key}:retry-1"]
+        (retry,) = [r for r in requests if ":retry-" in r.run_key]
+        assert retry.run_config == request.run_config
+        assert retry.tags[PERIOD_TAG] == request.tags[PERIOD_TAG] == "2026-05-31..2026-05-31"
+        replay = evaluate(DAILY, instance, history, at=next_tick)
+        assert retry_keys(replay) == retry_keys(requests), "a replayed tick asks for the same run"
+
+        assert run(retry, instance, resources).success
+        (mail,) = smtp.received
+        assert sorted(mail.rcpt_tos) == recipients
+        assert "2026-05-31" in mail.message["Subject"]
+
+        # Delivered: later ticks retry nothing, and a re-run of the period sends nothing.
+        assert retry_keys(evaluate(DAILY, instance, history, at=next_tick)) == []
+        assert retry_keys(evaluate(DAILY, instance, history, at=TICK + dt.timedelta(days=2))) == []
+        assert run(request, instance, resources).success
+        assert run(retry, instance, resources).success
+        assert len(smtp.received) == 1, "delivered exactly once"
+
+    (receipt,) = store_dir.rglob("delivery.json")
+    data = json.loads(receipt.read_text())
+    assert data["period"] == ["2026-05-31", "2026-05-31"] and data["refused"] == {}
+    assert sorted(data["delivered_to"]) == recipients
+
+
+def test_retries_are_bounded_and_never_follow_a_delivery_a_refusal_or_a_run_in_progress(
+    history, instance, tmp_path, monkeypatch
+):
+    subs = {
+        s["id"]: s
+        for s in history.fetch_rows(
+            "SELECT * FROM report_subscriptions WHERE active = :yes ORDER BY id", {"yes": True}
+        )
+    }
+    daily_a, daily_b = [s for s in subs.values() if s["cadence"] == "daily"][:2]
+    weekly = next(s for s in subs.values() if s["cadence"] == "weekly")
+    status = dg.DagsterRunStatus
+
+    def history_of(sub: dict, day: dt.date, statuses: list, last: dt.date | None = None) -> str:
+        """Runs of one period, oldest first, as the daemon would have left them."""
+        request = report_run_request(sub, day, last or day, f"{sub['id']}:{day}:{last or day}")
+        for run_status in statuses:
+            instance.create_run_for_job(
+                job_def=deliver_report_job,
+                run_config=request.run_config,
+                tags=request.tags,
+                status=run_status,
+            )
+        return request.run_key
+
+    def may(day: int) -> dt.date:
+        return dt.date(2026, 5, day)
+
+    once = history_of(daily_a, may(31), [status.FAILURE])
+    last_chance = history_of(daily_a, may(30), [status.FAILURE] * MAX_RETRY_RUNS)
+    history_of(daily_a, may(29), [status.FAILURE] * (MAX_RETRY_RUNS + 1))  # used up
+    history_of(daily_a, may(28), [status.FAILURE, status.STARTED])  # a retry is running
+    history_of(daily_a, may(27), [status.FAILURE, status.CANCELED])  # canceled on purpose
+    history_of(daily_a, may(26), [status.FAILURE, status.SUCCESS])  # delivered
+    history_of(daily_a, may(24), [status.FAILURE])  # more than 7 daily periods back
+    weekly_key = history_of(weekly, may(25), [status.FAILURE], last=may(31))
+
+    # A refusal, for real (a recipient outside the allowed domains): never retried.
+    with monkeypatch.context() as policy:
+        policy.setenv("EXPORT_RECIPIENT_DOMAINS", "nowhere.test")
+        refused = report_run_request(
+            daily_b, may(31), may(31), f"{daily_b['id']}:{may(31)}:{may(31)}"
+        )
+        result = run(refused, instance, export_resources(history, tmp_path / "e", tmp_path / "w"))
+    assert not result.success
+    assert "outside the email domains" in step_failure(instance, result.run_id).description
+
+    # The daily tick retries every cadence (a weekly period the day after, not a week later).
+    requests = evaluate(DAILY, instance, history, at=TICK + dt.timedelta(days=1))
+    assert retry_keys(requests) == sorted(
+        [f"{once}:retry-1", f"{last_chance}:retry-{MAX_RETRY_RUNS}", f"{weekly_key}:retry-1"]
+    )
+    by_key = {r.run_key: r for r in requests}
+    assert by_key[f"{once}:retry-1"].tags["export/attempt"] == "2"
+    # The other schedules never retry (run keys are deduplicated per schedule).
+    for schedule in report_schedules:
+        if schedule is not DAILY:
+            assert retry_keys(evaluate(schedule, instance, history, at=TICK)) == []
+
+
+def subscribe(db, export_type: str, recipients: list[str]) -> tuple[dict, dg.RunRequest]:
+    """A subscription of the first organization's first user (inactive: no tick serves it),
+    and the request for its run over 2026-03-04."""
+    user = db.fetch_rows("SELECT * FROM users ORDER BY organization_id, id LIMIT 1")[0]
+    sub = {
+        "id": f"sub-{uuid.uuid4().hex[:12]}",
+        "organization_id": user["organization_id"],
+        "user_id": user["id"],
+        "export_type": export_type,
+    }
+    db.execute(
+        "INSERT INTO report_subscriptions (id, organization_id, user_id, export_type, "
+        "export_format, cadence, email_recipients, filters, active, last_run_at, created_at) "
+        "VALUES (:id, :org, :user, :type, 'CSV', 'daily', :to, NULL, :no, NULL, :created)",
+        {
+            "id": sub["id"],
+            "org": sub["organization_id"],
+            "user": sub["user_id"],
+            "type": export_type,
+            "to": json.dumps(recipients),
+            "no": False,
+            "created": dt.datetime(2026, 3, 1, 9, 30),
+        },
+    )
+    day = dt.date(2026, 3, 4)
+    return user, report_run_request(sub, day, day, f"{sub['id']}:{day}:{day}")
+
+
+@pytest.mark.parametrize("cause", ["smtp_down", "owner_address_breaks_the_header"])
+def test_the_failure_sensor_never_raises_and_logs_what_it_could_not_tell(
+    sqlite_source, instance, tmp_path, monkeypatch, capfd, cause
+):
+    db = sqlite_source
+    user, request = subscribe(db, "no_such_type", ["someone@elsewhere.example.net"])
+    resources = export_resources(db, tmp_path / "exports", tmp_path / "work")
+    failed = run(request, instance, resources)  # refused at once: an unknown type
+    assert not failed.success
+    with SmtpServer() as smtp:
+        if cause == "smtp_down":
+            use_smtp(monkeypatch, "127.0.0.1", closed_port())
+        else:
+            use_smtp(monkeypatch, smtp.host, smtp.port)
+            db.execute(
+                "UPDATE users SET email = :email WHERE id = :id",
+                {"email": "owner@x.example.com\r\nBcc: all@evil.example.com", "id": user["id"]},
+            )
+        capfd.readouterr()
+        # Must not raise. (The daemon keeps the sensor's log with its tick; here the
+        # sensor logger's console handler writes it to stderr.)
+        evaluate_failure_sensor(
+            report_failure_sensor, instance, failed.run_id, {"source": SourceResource(url=db.url)}
+        )
+        assert smtp.received == []
+    logged = [line for line in capfd.readouterr().err.splitlines() if " - ERROR - " in line]
+    expected = (
+        f"could not tell the owner of subscription {request.tags[SUBSCRIPTION_TAG]} "
+        f"that run {failed.run_id} failed: "
+    )
+    assert any(expected in line for line in logged), logged
+
+
+def test_the_failure_sensor_tells_the_owner_of_an_unknown_type_in_a_clean_header(
+    sqlite_source, instance, tmp_path, monkeypatch
+):
+    db = sqlite_source
+    user, request = subscribe(db, "no_such\x00type", ["x@y.example.com"])
+    failed = run(request, instance, export_resources(db, tmp_path / "e", tmp_path / "w"))
+    assert not failed.success
+    assert step_failure(instance, failed.run_id).metadata["refused"].value is True
+    with SmtpServer() as smtp:
+        use_smtp(monkeypatch, smtp.host, smtp.port)
+        evaluate_failure_sensor(
+            report_failure_sensor, instance, failed.run_id, {"source": SourceResource(url=db.url)}
+        )
+        (told,) = smtp.received
+    assert told.rcpt_tos == [user["email"]]
+    subject = told.message["Subject"]
+    assert subject.startswith("Delivery failed: no_such type"), subject
+    assert all(c.isprintable() for c in subject), subject
+    body = told.message.get_content()
+    assert "unknown export type" in body and "nothing was sent to anyone" in body

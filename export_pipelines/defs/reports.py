@@ -5,9 +5,20 @@ per due subscription and period, keyed `<subscription>:<first day>:<last day>`, 
 replayed tick or a retried launch never delivers twice. The run checks the subscription
 exactly like a request by its owner, against the database as it is then (an owner who
 lost the right to the type, or left the organization, gets nothing delivered, to anyone),
-builds one file over the period through the deliverable pipeline, publishes it under
-`reports/<subscription>/<period>/` with a manifest, emails it (attached, or linked when
-large), and only then sets `last_run_at`. A run that finally fails tells the owner.
+and its recipients against the recipient policy (delivery/recipients.py: how many, what
+an address is, which domains), builds one file over the period through the deliverable
+pipeline, publishes it under `reports/<subscription>/<period>/` with a manifest, emails it
+(attached, or linked when large), writes the `delivery.json` receipt, and only then sets
+`last_run_at`. A recipient the email server refuses does not cost the others a second copy:
+the report counts as delivered to the accepted ones, the refused are recorded in the
+receipt and the run log, and the owner is told once.
+
+A run that fails tells the owner (`report_failure_sensor`, which never raises). Each tick of
+`daily_reports` also retries undelivered periods of every cadence: a recent period (the
+last 7 daily, 5 weekly or 3 monthly due dates before the tick) whose latest run failed
+without a refusal, with no run in progress or succeeded, gets a new run keyed
+`<subscription>:<first>:<last>:retry-<n>`, at most `MAX_RETRY_RUNS` times. A refusal is
+never retried; a delivered period (its receipt exists) is never sent again.
 """
 
 import datetime as dt
@@ -20,14 +31,36 @@ from export_pipelines import settings
 from export_pipelines.catalog import CATALOG
 from export_pipelines.catalog.spec import Window
 from export_pipelines.defs.resources import SourceResource, StoreResource, WorkAreaResource
-from export_pipelines.delivery.email import compose_failure_email, compose_report_email, send_report
+from export_pipelines.delivery.email import (
+    compose_failure_email,
+    compose_partial_delivery_email,
+    compose_report_email,
+    one_line,
+    send_message,
+    send_report,
+    smtp_reply,
+)
+from export_pipelines.delivery.recipients import check_recipients
 from export_pipelines.pipeline.build import build_deliverable
 from export_pipelines.requests.ledger import utc_now
 from export_pipelines.requests.validation import RequestRejected, validate_subscription
 
 SUBSCRIPTION_TAG = "export/subscription"
 PERIOD_TAG = "export/period"
+ATTEMPT_TAG = "export/attempt"
 CADENCES = ("daily", "weekly", "monthly")
+# Retries of undelivered periods, launched by `daily_reports`: how many runs after the first
+# one, and how far back (due dates before the tick, per cadence).
+MAX_RETRY_RUNS = 3
+RETRY_LOOKBACK = {"daily": 7, "weekly": 5, "monthly": 3}
+_UNFINISHED = {
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.MANAGED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+}
 
 
 def due_period(cadence: str, today: dt.date) -> tuple[dt.date, dt.date] | None:
@@ -51,10 +84,45 @@ def max_attachment_bytes() -> int:
     return int(os.environ.get("EXPORT_MAX_ATTACHMENT_BYTES", str(10 * 1024 * 1024)))
 
 
-def active_subscriptions(db, cadence: str) -> list[dict]:
+def active_subscriptions(db, cadence: str | None = None) -> list[dict]:
+    """Active subscriptions of `cadence` (of every cadence if None), by id."""
+    if cadence is None:
+        return db.fetch_rows(
+            "SELECT * FROM report_subscriptions WHERE active = :yes ORDER BY id", {"yes": True}
+        )
     return db.fetch_rows(
         "SELECT * FROM report_subscriptions WHERE active = :yes AND cadence = :cadence ORDER BY id",
         {"yes": True, "cadence": cadence},
+    )
+
+
+def period_tag(first: dt.date, last: dt.date) -> str:
+    return f"{first}..{last}"
+
+
+def report_run_request(
+    sub: dict, first: dt.date, last: dt.date, run_key: str, attempt: int = 1
+) -> dg.RunRequest:
+    return dg.RunRequest(
+        run_key=run_key,
+        run_config={
+            "ops": {
+                "deliver_report": {
+                    "config": {
+                        "subscription_id": sub["id"],
+                        "date_from": first.isoformat(),
+                        "date_to": last.isoformat(),
+                    }
+                }
+            }
+        },
+        tags={
+            SUBSCRIPTION_TAG: sub["id"],
+            PERIOD_TAG: period_tag(first, last),
+            ATTEMPT_TAG: str(attempt),
+            "export/org": sub["organization_id"],
+            "export/type": str(sub["export_type"]).lower(),
+        },
     )
 
 
@@ -64,28 +132,83 @@ def run_requests_for(db, cadence: str, today: dt.date) -> list[dg.RunRequest]:
         return []
     first, last = period
     return [
-        dg.RunRequest(
-            run_key=f"{sub['id']}:{first}:{last}",
-            run_config={
-                "ops": {
-                    "deliver_report": {
-                        "config": {
-                            "subscription_id": sub["id"],
-                            "date_from": first.isoformat(),
-                            "date_to": last.isoformat(),
-                        }
-                    }
-                }
-            },
-            tags={
-                SUBSCRIPTION_TAG: sub["id"],
-                PERIOD_TAG: f"{first}..{last}",
-                "export/org": sub["organization_id"],
-                "export/type": str(sub["export_type"]).lower(),
-            },
-        )
+        report_run_request(sub, first, last, f"{sub['id']}:{first}:{last}")
         for sub in active_subscriptions(db, cadence)
     ]
+
+
+def recent_periods(cadence: str, today: dt.date) -> list[tuple[dt.date, dt.date]]:
+    """The periods of the last RETRY_LOOKBACK[cadence] due dates before `today`, newest first.
+
+    `today`'s own period is not among them: the tick launches it as a first run.
+    """
+    periods, day = [], today
+    while len(periods) < RETRY_LOOKBACK[cadence] and (today - day).days < 400:
+        day -= dt.timedelta(days=1)
+        period = due_period(cadence, day)
+        if period is not None:
+            periods.append(period)
+    return periods
+
+
+def period_runs(instance: dg.DagsterInstance, subscription_id: str, period: str) -> list:
+    """Every run of deliver_report_job for one subscription and period, newest first."""
+    return list(
+        instance.get_runs(
+            dg.RunsFilter(
+                job_name=deliver_report_job.name,
+                tags={SUBSCRIPTION_TAG: subscription_id, PERIOD_TAG: period},
+            )
+        )
+    )
+
+
+def retry_requests_for(instance: dg.DagsterInstance, db, today: dt.date) -> list[dg.RunRequest]:
+    """New runs for recent periods of active subscriptions (any cadence) left undelivered.
+
+    A period is retried when its latest run failed and was not a refusal, none of its runs
+    succeeded (a success wrote the receipt) and none is still queued or running, and it has
+    had at most MAX_RETRY_RUNS runs. The run key counts the runs so far: a replayed tick
+    asks for the same key, and Dagster launches it once.
+    """
+    periods = {cadence: recent_periods(cadence, today) for cadence in CADENCES}
+    oldest = min(first for cadence in CADENCES for first, _ in periods[cadence])
+    # A period's runs start once it is over; the wall clock bounds it too, for a tick
+    # evaluated at another time than its own (a test, a late tick).
+    since = min(
+        dt.datetime.combine(oldest, dt.time(), tzinfo=dt.timezone.utc),
+        utc_now() - dt.timedelta(days=100),
+    )
+    failed = instance.get_runs(
+        dg.RunsFilter(
+            job_name=deliver_report_job.name,
+            statuses=[dg.DagsterRunStatus.FAILURE],
+            created_after=since,
+        )
+    )
+    candidates = {(r.tags.get(SUBSCRIPTION_TAG), r.tags.get(PERIOD_TAG)) for r in failed}
+    requests = []
+    for sub in active_subscriptions(db):
+        for first, last in periods.get(str(sub["cadence"]), []):
+            tag = period_tag(first, last)
+            if (sub["id"], tag) not in candidates:
+                continue
+            runs = period_runs(instance, sub["id"], tag)
+            if (
+                not runs
+                or len(runs) > MAX_RETRY_RUNS
+                or runs[0].status != dg.DagsterRunStatus.FAILURE  # e.g. canceled on purpose
+                or any(r.status in _UNFINISHED for r in runs)
+                or any(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+                or was_refused(_step_failures(instance, runs[0].run_id))
+            ):
+                continue
+            requests.append(
+                report_run_request(
+                    sub, first, last, f"{sub['id']}:{first}:{last}:retry-{len(runs)}", len(runs) + 1
+                )
+            )
+    return requests
 
 
 class DeliverReportConfig(dg.Config):
@@ -115,13 +238,22 @@ def deliver_report(
         )
     sub = rows[0]
     first, last = dt.date.fromisoformat(config.date_from), dt.date.fromisoformat(config.date_to)
+    label = Window.for_days(first, last).label
     try:
         # At every delivery, against the database as it is now: who may still receive it.
         report = validate_subscription(sub, db, first, last)
+        try:
+            recipients = check_recipients(db, report.organization_id, report.recipients)
+        except ValueError as misconfigured:  # EXPORT_RECIPIENT_DOMAINS, _MAX_RECIPIENTS
+            # Not the subscription's fault: no refusal, so later ticks retry the period.
+            raise dg.Failure(
+                f"report {sub['id']} for {label} was not delivered: the recipient policy is "
+                f"misconfigured ({misconfigured})",
+                allow_retries=False,
+            ) from None
     except RequestRejected as refused:
         raise dg.Failure(
-            f"report {sub['id']} for {Window.for_days(first, last).label} was not delivered: "
-            f"{refused}",
+            f"report {sub['id']} for {label} was not delivered: {refused}",
             allow_retries=False,
             metadata={"refused": True},
         ) from None
@@ -129,7 +261,7 @@ def deliver_report(
     folder = report.folder
     receipt = f"{folder}/delivery.json"
     if target.exists(receipt):
-        # A replayed tick or a manual re-run: this period was delivered already.
+        # A replayed tick, a retried period or a manual re-run: delivered already.
         context.log.info(f"{sub['id']} {first}..{last} was already delivered; nothing sent")
         return
     built = build_deliverable(report, db, work.work_area(), target, context.run_id)
@@ -137,6 +269,8 @@ def deliver_report(
     context.log.info(f"published {file.location} ({file.rows:,} rows, {file.bytes:,} bytes)")
 
     smtp = settings.smtp_settings()
+    delivered_to: list[str] = []
+    refused: dict[str, str] = {}
     if smtp is None:
         context.log.warning(
             "email delivery skipped: EXPORT_SMTP_HOST is not set; the report is published "
@@ -152,7 +286,7 @@ def deliver_report(
             target.download(f"{folder}/{file.name}", attachment)
             message = compose_report_email(
                 smtp,
-                list(report.recipients),
+                list(recipients),
                 report.spec.title,
                 organization or report.organization_id,
                 report.window.label,
@@ -161,8 +295,18 @@ def deliver_report(
                 link,
                 max_attachment_bytes(),
             )
-            send_report(smtp, message)
-        context.log.info(f"emailed to {', '.join(report.recipients)}")
+            # Raises (and is retried) only when nothing was sent: every recipient refused,
+            # or no server. Refused *some*: delivered to the rest, who must not get it twice.
+            refusals = send_message(smtp, message)
+        refused = {address: smtp_reply(reply) for address, reply in refusals.items()}
+        delivered_to = [r for r in recipients if r not in refused]
+        context.log.info(f"emailed to {', '.join(delivered_to)}")
+        if refused:
+            context.log.warning(
+                f"the email server refused {len(refused)} recipient(s) of {sub['id']} "
+                f"{first}..{last}, which got nothing: "
+                + "; ".join(f"{address} ({reply})" for address, reply in refused.items())
+            )
     target.put_bytes(
         json.dumps(
             {
@@ -171,6 +315,8 @@ def deliver_report(
                 "file": file.name,
                 "sha256": file.sha256,
                 "emailed": smtp is not None,
+                "delivered_to": delivered_to,
+                "refused": refused,
                 "delivered_at": utc_now().isoformat(),
                 "run_id": context.run_id,
             }
@@ -181,6 +327,32 @@ def deliver_report(
         "UPDATE report_subscriptions SET last_run_at = :now WHERE id = :id",
         {"now": utc_now(), "id": sub["id"]},
     )
+    if refused and smtp is not None:
+        # Once, after the receipt: a retry of this step finds the receipt and sends nothing.
+        _tell_owner_of_refusals(
+            context, db, smtp, sub, report.spec.title, label, delivered_to, refused
+        )
+
+
+def _tell_owner_of_refusals(context, db, smtp, sub, title, label, delivered_to, refused) -> None:
+    """Email the owner which recipients were refused; a failure here is logged, not raised
+    (the report was delivered, and the refusals are in the receipt and the run log)."""
+    try:
+        owner = db.scalar("SELECT email FROM users WHERE id = :id", {"id": sub["user_id"]})
+        if not owner:
+            raise ValueError(f"the owner {sub['user_id']} has no email address")
+        send_report(
+            smtp,
+            compose_partial_delivery_email(
+                smtp, owner, sub["id"], title, label, delivered_to, refused
+            ),
+        )
+        context.log.info(f"told the owner {owner} about the refused recipients")
+    except Exception as error:  # noqa: BLE001 - the delivery stands; say why the notice did not
+        context.log.warning(
+            f"could not tell the owner of {sub['id']} about the refused recipients: "
+            f"{type(error).__name__}: {one_line(str(error))}"
+        )
 
 
 @dg.job(description="Deliver one recurring report (launched by the report schedules).")
@@ -199,7 +371,12 @@ def _schedule(cadence: str, cron: str) -> dg.ScheduleDefinition:
     )
     def serve(context: dg.ScheduleEvaluationContext, source: SourceResource):
         today = context.scheduled_execution_time.astimezone(dt.timezone.utc).date()
-        requests = run_requests_for(source.database(), cadence, today)
+        db = source.database()
+        requests = run_requests_for(db, cadence, today)
+        if cadence == "daily":
+            # The one schedule that ticks every day retries every cadence's undelivered
+            # periods (only one may: run keys are deduplicated per schedule and tick).
+            requests += retry_requests_for(context.instance, db, today)
         return requests or dg.SkipReason(f"no active {cadence} subscriptions due on {today}")
 
     return serve
@@ -215,9 +392,23 @@ report_schedules = [
 @dg.run_failure_sensor(
     monitored_jobs=[deliver_report_job],
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Tells a subscription's owner by email when a delivery failed for good.",
+    description="Tells a subscription's owner by email when a delivery failed.",
 )
 def report_failure_sensor(context: dg.RunFailureSensorContext, source: SourceResource):
+    # Never raises: a sensor error would only hide the failure it reports (and stall the
+    # next runs' notices); what could not be told is logged in the sensor's tick.
+    try:
+        _tell_owner_of_failure(context, source)
+    except Exception as error:  # noqa: BLE001 - anything at all: log it, go on
+        context.log.error(
+            f"could not tell the owner of subscription "
+            f"{context.dagster_run.tags.get(SUBSCRIPTION_TAG)} that run "
+            f"{context.dagster_run.run_id} failed: {type(error).__name__}: "
+            f"{one_line(str(error))[:500]}"
+        )
+
+
+def _tell_owner_of_failure(context: dg.RunFailureSensorContext, source: SourceResource) -> None:
     from export_pipelines.defs.requests import failure_message
 
     subscription_id = context.dagster_run.tags.get(SUBSCRIPTION_TAG)
@@ -226,16 +417,21 @@ def report_failure_sensor(context: dg.RunFailureSensorContext, source: SourceRes
         return
     db = source.database()
     owner = db.fetch_rows(
-        "SELECT u.email, s.export_type FROM report_subscriptions s JOIN users u ON u.id = s.user_id "
-        "WHERE s.id = :id",
+        "SELECT u.email, s.export_type, s.cadence, s.active FROM report_subscriptions s "
+        "JOIN users u ON u.id = s.user_id WHERE s.id = :id",
         {"id": subscription_id},
     )
     if not owner:
+        context.log.warning(f"subscription {subscription_id} or its owner no longer exists")
         return
-    first, _, last = context.dagster_run.tags.get(PERIOD_TAG, "").partition("..")
+    period_label = context.dagster_run.tags.get(PERIOD_TAG, "")
+    first, _, last = period_label.partition("..")
     period = first if first == last else f"{first} to {last}"
-    spec = CATALOG.get(str(owner[0]["export_type"]).strip().lower())
-    spec_title = spec.title if spec else str(owner[0]["export_type"])
+    export_type = owner[0]["export_type"]
+    spec = CATALOG.get(export_type.strip().lower()) if isinstance(export_type, str) else None
+    # An unknown type (the refusal says so) is named as stored, on one bounded line.
+    spec_title = spec.title if spec else one_line(str(export_type))[:80] or "report"
+    refused = was_refused(context.get_step_failure_events())
     send_report(
         smtp,
         compose_failure_email(
@@ -245,14 +441,40 @@ def report_failure_sensor(context: dg.RunFailureSensorContext, source: SourceRes
             spec_title,
             period,
             failure_message(context),
-            refused=_was_refused(context),
+            refused=refused,
+            retry_later=not refused
+            and _will_be_retried(context.instance, owner[0], subscription_id, period_label),
         ),
     )
 
 
-def _was_refused(context: dg.RunFailureSensorContext) -> bool:
+def _will_be_retried(instance, sub: dict, subscription_id: str, period: str) -> bool:
+    """Will a later `daily_reports` tick retry this period (retry_requests_for's rule)?"""
+    first, _, last = period.partition("..")
+    try:
+        key = (dt.date.fromisoformat(first), dt.date.fromisoformat(last))
+    except ValueError:
+        return False
+    cadence = str(sub["cadence"])
+    if not sub["active"] or cadence not in RETRY_LOOKBACK:
+        return False
+    tomorrow = utc_now().date() + dt.timedelta(days=1)
+    if key not in recent_periods(cadence, tomorrow):
+        return False
+    return len(period_runs(instance, subscription_id, period)) <= MAX_RETRY_RUNS
+
+
+def _step_failures(instance: dg.DagsterInstance, run_id: str) -> list:
+    return [
+        record.dagster_event
+        for record in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
+        if record.dagster_event is not None
+    ]
+
+
+def was_refused(step_failures) -> bool:
     """Did the run refuse the subscription (rather than fail to deliver it)?"""
-    for event in context.get_step_failure_events():
+    for event in step_failures:
         data = event.step_failure_data
         user = data.user_failure_data if data else None
         flag = user.metadata.get("refused") if user and user.metadata else None

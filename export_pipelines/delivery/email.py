@@ -5,7 +5,7 @@ from __future__ import annotations
 import email.utils
 import smtplib
 import ssl
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence, Sized
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -27,6 +27,8 @@ MIME_TYPES = {
 FALLBACK_MIME_TYPE = "application/octet-stream"
 # A failure email quotes the error, not a whole traceback.
 MAX_ERROR_CHARS = 2_000
+# A refused recipient's server reply, as quoted to the owner.
+MAX_REPLY_CHARS = 200
 
 
 def mime_type(path: Path) -> str:
@@ -47,8 +49,9 @@ def human_size(size: int) -> str:
 
 
 def one_line(text: str) -> str:
-    """Collapse whitespace: names from the database must not break a header in two."""
-    return " ".join(text.split())
+    """Collapse whitespace, and control characters (NUL, CR, LF, …) to spaces: names from
+    the database must not break a header in two, nor put a control character in one."""
+    return " ".join("".join(c if c.isprintable() else " " for c in text).split())
 
 
 def report_message(
@@ -141,30 +144,39 @@ def compose_failure_email(
     period_label: str,
     error: str,
     refused: bool = False,
+    retry_later: bool = False,
 ) -> EmailMessage:
-    """Tell a subscription's owner that a delivery failed for good (retries exhausted), or
-    was refused (`refused`: the subscription no longer passes its checks)."""
+    """Tell a subscription's owner that a delivery failed: for good (retries exhausted), or
+    for now (`retry_later`: a later tick of `daily_reports` tries the period again), or
+    was refused (`refused`: the subscription no longer passes its checks; never retried)."""
     reason = error.strip()
     if len(reason) > MAX_ERROR_CHARS:
         reason = reason[:MAX_ERROR_CHARS] + " […]"
+    if refused:
+        what = [
+            "The subscription no longer passes its checks, so nothing was sent to "
+            "anyone for this period.",
+            "Later periods will not be delivered either until the reason below is "
+            "resolved (for example, the owner's access is restored, the subscription "
+            "is given a new owner, or its recipients are corrected).",
+        ]
+    elif retry_later:
+        what = [
+            "It was retried and failed; no file was sent for this period yet.",
+            "It will be tried again automatically at the next daily delivery (06:00 UTC); "
+            "you will be told if that fails too.",
+            "Later periods will still be delivered on schedule.",
+        ]
+    else:
+        what = [
+            "It was retried and has now failed for good; no file was sent for this period.",
+            "Later periods will still be delivered on schedule.",
+        ]
     body = "\n".join(
         [
             f"Your recurring {export_title} report for {period_label} could not be delivered.",
             "",
-            *(
-                [
-                    "The subscription no longer passes its checks, so nothing was sent to "
-                    "anyone for this period.",
-                    "Later periods will not be delivered either until the reason below is "
-                    "resolved (for example, the owner's access is restored or the subscription "
-                    "is given a new owner).",
-                ]
-                if refused
-                else [
-                    "It was retried and has now failed for good; no file was sent for this period.",
-                    "Later periods will still be delivered on schedule.",
-                ]
-            ),
+            *what,
             "",
             f"Subscription: {subscription_id}",
             f"Period: {period_label}",
@@ -181,8 +193,66 @@ def compose_failure_email(
     )
 
 
-def send_report(settings: SmtpSettings, message: EmailMessage, timeout: float = 30) -> None:
-    """Send over SMTP: STARTTLS when configured, AUTH when user and password are set."""
+def compose_partial_delivery_email(
+    settings: SmtpSettings,
+    owner_email: str,
+    subscription_id: str,
+    export_title: str,
+    period_label: str,
+    delivered_to: Sequence[str],
+    refused: Mapping[str, str],
+) -> EmailMessage:
+    """Tell a subscription's owner that the email server refused some recipients (`refused`:
+    address → the server's reply); the report reached `delivered_to` and is not re-sent."""
+    lines = [
+        f"Your recurring {export_title} report for {period_label} was delivered to "
+        f"{_count(delivered_to, 'recipient')}, but the email server refused "
+        f"{_count(refused, 'recipient')}:",
+        "",
+        *(
+            f"- {one_line(address)}: {one_line(reply)[:MAX_REPLY_CHARS]}"
+            for address, reply in refused.items()
+        ),
+        "",
+        "The report will not be re-sent for this period. If these addresses are wrong, "
+        "correct the subscription's recipients so that later periods reach them.",
+        "",
+        f"Subscription: {subscription_id}",
+        f"Period: {period_label}",
+        f"Delivered to: {', '.join(delivered_to)}",
+    ]
+    return report_message(
+        settings.sender,
+        [owner_email],
+        f"Partly delivered: {export_title} — {period_label}",
+        "\n".join(lines),
+        None,
+        None,
+    )
+
+
+def smtp_reply(refusal: tuple[int, bytes | str]) -> str:
+    """One refused recipient's SMTP answer as text: '550 5.1.1 No such mailbox'."""
+    code, text = refusal
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return one_line(f"{code} {text}")
+
+
+def _count(items: Sized, noun: str) -> str:
+    return f"{len(items):,} {noun}{'' if len(items) == 1 else 's'}"
+
+
+def send_message(
+    settings: SmtpSettings, message: EmailMessage, timeout: float = 30
+) -> dict[str, tuple[int, bytes]]:
+    """Send over SMTP: STARTTLS when configured, AUTH when user and password are set.
+
+    Returns the recipients the server refused ({address: (code, reply)}; empty when it
+    accepted them all): the message went to the others, so a caller must not send it
+    again to them. Raises `smtplib.SMTPRecipientsRefused` only when every recipient is
+    refused (nothing was sent), and any other SMTP or connection error as it comes.
+    """
     if bool(settings.user) != bool(settings.password):
         # Sending unauthenticated would fail later with a vaguer "relay denied".
         raise ValueError("EXPORT_SMTP_USER and EXPORT_SMTP_PASSWORD must be set together")
@@ -192,10 +262,18 @@ def send_report(settings: SmtpSettings, message: EmailMessage, timeout: float = 
             smtp.starttls(context=ssl.create_default_context())
         if settings.user and settings.password:
             smtp.login(settings.user, settings.password)
-        refused = smtp.send_message(message)
+        return dict(smtp.send_message(message))
+
+
+def send_report(settings: SmtpSettings, message: EmailMessage, timeout: float = 30) -> None:
+    """Send over SMTP (`send_message`), and raise if any recipient was refused.
+
+    smtplib raises only when every recipient is refused; here a partial delivery raises
+    too, so no recipient silently goes without. A caller that must not re-send to the
+    accepted ones (a retried report) uses `send_message` and handles the refused itself.
+    """
+    refused = send_message(settings, message, timeout)
     if refused:
-        # smtplib raises only when every recipient is refused; a partial delivery is a
-        # failure too, or some recipients silently never get their report.
         raise smtplib.SMTPRecipientsRefused(refused)
 
 

@@ -322,8 +322,8 @@ def _check_id(value: Any, what: str) -> str:
         )
     if not value.isprintable():
         raise RequestRejected(
-            f"{what} {_shown(value)} holds characters no id can have (control characters, "
-            "line breaks or invalid Unicode)"
+            f"{what} {_shown(value)} holds characters no id can have (control, invisible or "
+            "unassigned characters, line breaks or invalid Unicode)"
         )
     return value
 

@@ -1658,9 +1658,12 @@ class _World:
                 cadence = _CADENCES[j] if active else _CADENCES[int(rng.integers(0, 3))]
                 owner = 0 if j == 0 else int(rng.integers(0, self.n_users))
                 g = o * self.n_users + owner
-                recipients = [f"{self.user_locals[g]}@example.com"]
+                # Recipients at the organization's own domain: the default recipient policy
+                # lets a report reach only the domains of the organization's users.
+                domain = f"{self.org_slugs[o]}.example.com"
+                recipients = [f"{self.user_locals[g]}.reports@{domain}"]
                 if rng.random() < 0.5:
-                    recipients.append(f"reports.{self.org_slugs[o]}@example.org")
+                    recipients.append(f"reports@{domain}")
                 cols["id"].append(self.subscription_ids[o * _SUBSCRIPTIONS_PER_ORG + j].as_py())
                 cols["organization_id"].append(self.org_ids[o].as_py())
                 cols["user_id"].append(self.user_ids[g].as_py())
