@@ -34,6 +34,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import time
 import uuid
 from collections import Counter
@@ -59,6 +60,7 @@ from export_pipelines.requests.ledger import RequestLedger, utc_now
 from export_pipelines.requests.messages import people_message
 from export_pipelines.requests.validation import (
     RequestRejected,
+    id_in_message,
     launchpad_options,
     validate,
     validate_subscription,
@@ -817,6 +819,13 @@ def test_request_sensor_never_raises_on_fuzzed_rows(db, people, instance, totals
     totals["passed"] = 1
 
 
+@pytest.mark.xfail(
+    raises=UnicodeDecodeError,
+    strict=True,
+    reason="defect in export_pipelines/requests/ledger.py: claim_pending reads the claimed "
+    "rows with to_pylist(), which raises on invalid UTF-8; the tick fails and rolls its "
+    "claim back, so every later tick fails the same way and no request is served",
+)
 def test_invalid_utf8_stored_by_another_client_does_not_stop_the_sensor(sqlite_source, instance):
     """SQLite keeps whatever bytes another client writes as TEXT (here: a lone surrogate's
     bytes, ED A0 80). Reading such a row must not fail the tick, and other rows are served."""
@@ -833,15 +842,58 @@ def test_invalid_utf8_stored_by_another_client_does_not_stop_the_sensor(sqlite_s
         {"user": user["id"], "org": user["organization_id"], "created": utc_now()},
     )
     good = RequestLedger(db).insert(user["organization_id"], user["id"], "scan_results", "CSV")
-    try:
-        result = tick(instance, db)
-    except UnicodeDecodeError:
-        pytest.xfail(
-            "ledger.claim_pending reads the claimed rows with to_pylist(), which raises on "
-            "invalid UTF-8: the tick fails and rolls back, so every tick fails again and no "
-            "request is served (export_pipelines/requests/ledger.py, RequestLedger._transaction)"
-        )
+    result = tick(instance, db)
     assert good in launched_ids(result)
+    assert RequestLedger(db).get("bad-bytes")["status"] == "FAILED"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="defect in export_pipelines/defs/reports.py (deliver_report): the refusal "
+    "`f\"report {sub['id']} for {label} was not delivered: {refused}\"` quotes the raw "
+    "subscription id, unbounded and unescaped, into the run's error and the owner's email",
+)
+@pytest.mark.parametrize("subscription_id", ["\x1f\x1b[31m", "x" * 100_000])
+def test_a_refused_report_names_its_subscription_in_a_readable_sentence(
+    sqlite_source, instance, tmp_path, subscription_id
+):
+    db = sqlite_source
+    user = db.fetch_rows("SELECT id, organization_id, email FROM users LIMIT 1")[0]
+    insert_subscription(
+        db,
+        {
+            "id": subscription_id,
+            "organization_id": user["organization_id"],
+            "user_id": user["id"],
+            "export_type": "scan_results",
+            "export_format": "CSV",
+            "cadence": "daily",
+            "email_recipients": json.dumps([user["email"]]),
+            "filters": None,
+            "active": True,
+        },
+    )
+    outcome = deliver_report_job.execute_in_process(
+        run_config={
+            "ops": {
+                "deliver_report": {
+                    "config": {
+                        "subscription_id": subscription_id,
+                        "date_from": "2026-03-03",
+                        "date_to": "2026-03-03",
+                    }
+                }
+            }
+        },
+        instance=instance,
+        resources=export_resources(db, tmp_path / "exports", tmp_path / "work"),
+        raise_on_error=False,
+    )
+    assert not outcome.success  # refused: its id is not an id
+    (failure,) = outcome.get_step_failure_events()
+    error = failure.step_failure_data.error
+    assert_readable(people_message(error.cls_name, error.message, None))
+    assert len(error.message) < 500
 
 
 # -- end to end: every row ends COMPLETED or FAILED, nothing else is touched ----------------
@@ -884,8 +936,6 @@ def own_tmpdir(path: Path) -> Iterator[Path]:
 
 def clear_store(store_dir: Path, keep: str) -> None:
     """Everything but the `keep` folder goes: each example starts from the good request."""
-    import shutil
-
     for path in sorted(store_dir.rglob("*"), reverse=True):
         name = str(path.relative_to(store_dir))
         if name == keep or name.startswith(keep + "/") or keep.startswith(name + "/"):
@@ -1138,6 +1188,7 @@ def subscription_storable(db: SourceDatabase, row: dict, people: dict, totals: C
 
 
 def insert_subscription(db: SourceDatabase, row: dict) -> None:
+    """A raw INSERT with bound parameters (no sanitizing: the row as fuzzed)."""
     db.execute(
         "INSERT INTO report_subscriptions (id, organization_id, user_id, export_type, "
         "export_format, cadence, email_recipients, filters, active, last_run_at, created_at) "
@@ -1238,6 +1289,9 @@ def test_deliver_report_sends_nothing_for_a_refused_subscription(
                 refused = None
             except RequestRejected as error:
                 refused = str(error)
+            # A fresh store: ids repeat across examples, and a period already delivered (its
+            # receipt exists) is rightly never sent again.
+            shutil.rmtree(store_dir, ignore_errors=True)
             sent_before = len(smtp.received)
             published_before = files_under(store_dir)
             outcome = deliver_report_job.execute_in_process(
@@ -1268,7 +1322,12 @@ def test_deliver_report_sends_nothing_for_a_refused_subscription(
                 error = event.step_failure_data.error
                 while error.cause is not None:
                     error = error.cause
-                assert_readable(people_message(error.cls_name, error.message, None), row)
+                said = people_message(error.cls_name, error.message, None)
+                if unreadable(said) and id_in_message(stored["id"]) != stored["id"]:
+                    # defs/reports.py quotes the raw subscription id: see the xfail above.
+                    totals["run_messages_quoting_a_raw_id"] += 1
+                    continue
+                assert_readable(said, row)
             if refused is not None or run_refused:
                 # Refused by the subscription check (or, in the run, by the recipient rules).
                 totals["refused"] += 1

@@ -295,6 +295,18 @@ def _shown(value: Any) -> str:
     return "a value JSON cannot hold"
 
 
+def shown(value: Any) -> str:
+    """`value` quoted for a message written elsewhere (bounded, printable; see `_shown`)."""
+    return _shown(value)
+
+
+def id_in_message(value: Any) -> str:
+    """An id for a message: as it is if it is a valid id (`_check_id`), else quoted."""
+    if isinstance(value, str) and value and len(value) <= MAX_ID_LENGTH and value.isprintable():
+        return value
+    return _shown(value)
+
+
 def _name(value: Any) -> str:
     """A key or column name in a message: as it is if plain, else quoted like `_shown`."""
     return value if isinstance(value, str) and _PLAIN_NAME.fullmatch(value) else _shown(value)
@@ -302,9 +314,9 @@ def _name(value: Any) -> str:
 
 def _names(values: list[Any]) -> str:
     """The first few names, then how many more: a message stays one readable sentence."""
-    shown = ", ".join(_name(v) for v in values[:MAX_NAMES_IN_MESSAGE])
+    listed = ", ".join(_name(v) for v in values[:MAX_NAMES_IN_MESSAGE])
     more = len(values) - MAX_NAMES_IN_MESSAGE
-    return f"{shown} and {more:,} more" if more > 0 else shown
+    return f"{listed} and {more:,} more" if more > 0 else listed
 
 
 def _check_id(value: Any, what: str) -> str:
@@ -376,10 +388,10 @@ def _check_projects(db: SourceDatabase, org_id: str, project_ids: tuple[str, ...
     )
     missing = [p for p in project_ids if p not in found]
     if missing:
-        shown = ", ".join(_shown(p) for p in missing[:MAX_NAMES_IN_MESSAGE])
+        listed = ", ".join(_shown(p) for p in missing[:MAX_NAMES_IN_MESSAGE])
         more = len(missing) - MAX_NAMES_IN_MESSAGE
         raise RequestRejected(
-            f"project_ids not found in this organization: {shown}"
+            f"project_ids not found in this organization: {listed}"
             + (f" and {more:,} more" if more > 0 else "")
         )
 
