@@ -819,13 +819,6 @@ def test_request_sensor_never_raises_on_fuzzed_rows(db, people, instance, totals
     totals["passed"] = 1
 
 
-@pytest.mark.xfail(
-    raises=UnicodeDecodeError,
-    strict=True,
-    reason="defect in export_pipelines/requests/ledger.py: claim_pending reads the claimed "
-    "rows with to_pylist(), which raises on invalid UTF-8; the tick fails and rolls its "
-    "claim back, so every later tick fails the same way and no request is served",
-)
 def test_invalid_utf8_stored_by_another_client_does_not_stop_the_sensor(sqlite_source, instance):
     """SQLite keeps whatever bytes another client writes as TEXT (here: a lone surrogate's
     bytes, ED A0 80). Reading such a row must not fail the tick, and other rows are served."""
@@ -847,12 +840,6 @@ def test_invalid_utf8_stored_by_another_client_does_not_stop_the_sensor(sqlite_s
     assert RequestLedger(db).get("bad-bytes")["status"] == "FAILED"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect in export_pipelines/defs/reports.py (deliver_report): the refusal "
-    "`f\"report {sub['id']} for {label} was not delivered: {refused}\"` quotes the raw "
-    "subscription id, unbounded and unescaped, into the run's error and the owner's email",
-)
 @pytest.mark.parametrize("subscription_id", ["\x1f\x1b[31m", "x" * 100_000])
 def test_a_refused_report_names_its_subscription_in_a_readable_sentence(
     sqlite_source, instance, tmp_path, subscription_id

@@ -219,3 +219,14 @@ def test_a_long_range_needs_one_open_file_not_one_per_day(sqlite_source, tmp_pat
         p for p in (tmp_path / "work").rglob(".*") if p.name.startswith((".build", ".range"))
     ]
     assert staging == []
+
+
+def test_embedded_timestamps_sort_as_text_for_any_year():
+    import datetime as dt
+
+    from export_pipelines.source.database import sqlite_timestamp
+
+    stamps = [dt.datetime(999, 12, 31), dt.datetime(1000, 1, 1), dt.datetime(2026, 3, 1, 0, 0, 1)]
+    texts = [sqlite_timestamp(s) for s in stamps]
+    assert texts == sorted(texts)
+    assert texts[0] == "0999-12-31 00:00:00"

@@ -43,7 +43,11 @@ from export_pipelines.delivery.email import (
 from export_pipelines.delivery.recipients import check_recipients
 from export_pipelines.pipeline.build import build_deliverable
 from export_pipelines.requests.ledger import utc_now
-from export_pipelines.requests.validation import RequestRejected, validate_subscription
+from export_pipelines.requests.validation import (
+    RequestRejected,
+    id_in_message,
+    validate_subscription,
+)
 
 SUBSCRIPTION_TAG = "export/subscription"
 PERIOD_TAG = "export/period"
@@ -247,13 +251,13 @@ def deliver_report(
         except ValueError as misconfigured:  # EXPORT_RECIPIENT_DOMAINS, _MAX_RECIPIENTS
             # Not the subscription's fault: no refusal, so later ticks retry the period.
             raise dg.Failure(
-                f"report {sub['id']} for {label} was not delivered: the recipient policy is "
+                f"report {id_in_message(sub['id'])} for {label} was not delivered: the recipient policy is "
                 f"misconfigured ({misconfigured})",
                 allow_retries=False,
             ) from None
     except RequestRejected as refused:
         raise dg.Failure(
-            f"report {sub['id']} for {label} was not delivered: {refused}",
+            f"report {id_in_message(sub['id'])} for {label} was not delivered: {refused}",
             allow_retries=False,
             metadata={"refused": True},
         ) from None

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from export_pipelines.source.database import SourceDatabase
+from export_pipelines.source.database import SourceDatabase, rows_of
 
 PENDING, PROCESSING, COMPLETED, FAILED, EXPIRED = (
     "PENDING",
@@ -334,7 +334,7 @@ class RequestLedger:
             def run(sql: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
                 query, values = self.db.bind(sql, params)
                 cur.execute(query, values)
-                return cur.fetch_arrow_table().to_pylist()
+                return rows_of(cur.fetch_arrow_table())
 
             yield run
             conn.commit()

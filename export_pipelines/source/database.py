@@ -112,9 +112,29 @@ def sqlite_timestamp(value: dt.datetime) -> str:
     """
     if value.tzinfo is not None:
         value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
-    if value.microsecond:
-        return value.strftime("%Y-%m-%d %H:%M:%S.%f")
-    return value.strftime("%Y-%m-%d %H:%M:%S")
+    # strftime's %Y does not pad years before 1000 ("999-12-31"), which would sort wrong.
+    text = f"{value.year:04d}-{value:%m-%d %H:%M:%S}"
+    return f"{text}.{value.microsecond:06d}" if value.microsecond else text
+
+
+def rows_of(table: pa.Table) -> list[dict]:
+    """A small result as dicts; text that is not valid UTF-8 (SQLite keeps whatever bytes
+    another client wrote) is decoded with U+FFFD, never raised on."""
+    try:
+        return table.to_pylist()
+    except UnicodeDecodeError:
+        columns = {}
+        for name, column in zip(table.column_names, table.columns):
+            if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+                raw = column.cast(
+                    pa.large_binary() if pa.types.is_large_string(column.type) else pa.binary()
+                )
+                columns[name] = [
+                    None if v is None else v.decode("utf-8", "replace") for v in raw.to_pylist()
+                ]
+            else:
+                columns[name] = column.to_pylist()
+        return [dict(zip(columns, values)) for values in zip(*columns.values())]
 
 
 @dataclass(frozen=True, repr=False)
@@ -337,7 +357,7 @@ class SourceDatabase:
             return cur.fetch_arrow_table()
 
     def fetch_rows(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict]:
-        return self.fetch_table(sql, params).to_pylist()
+        return rows_of(self.fetch_table(sql, params))
 
     def scalar(self, sql: str, params: Mapping[str, Any] | None = None) -> Any:
         table = self.fetch_table(sql, params)
