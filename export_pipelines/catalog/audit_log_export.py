@@ -1,7 +1,8 @@
 """audit_log_export: the organization's audit trail for the window (admins only)."""
 
 from export_pipelines.catalog.spec import Access, Aggregate, ExportSpec, WindowKind
-from export_pipelines.columns import string, timestamp
+from export_pipelines.columns import Role, string, timestamp
+from export_pipelines.render import Chart
 
 SPEC = ExportSpec(
     key="audit_log_export",
@@ -28,16 +29,32 @@ SPEC = ExportSpec(
         ORDER BY l.occurred_at, l.id
     """,
     columns=(
-        string("organization_id", "Organization"),
-        string("entry_id", "Audit log entry id"),
-        timestamp("occurred_at", "When it happened (UTC)"),
-        string("actor_user_id", "Who did it; empty for system actions"),
-        string("actor_email", "The actor's email address", pii=True),
-        string("action", "e.g. project.created, user.invited, export.completed"),
-        string("target_type", "Kind of object acted on"),
-        string("target_id", "Id of the object acted on"),
-        string("ip_address", "Client IP address", pii=True),
-        string("user_agent", "Client user agent", pii=True),
+        string("organization_id", "Organization", label="Organization", role=Role.IDENTIFIER),
+        string("entry_id", "Audit log entry id", label="Entry ID", role=Role.IDENTIFIER),
+        timestamp("occurred_at", "When it happened (UTC)", label="Occurred", role=Role.TIME),
+        string(
+            "actor_user_id",
+            "Who did it; empty for system actions",
+            label="Actor ID",
+            role=Role.IDENTIFIER,
+        ),
+        string(
+            "actor_email", "The actor's email address", pii=True, label="Actor", role=Role.DIMENSION
+        ),
+        string(
+            "action",
+            "e.g. project.created, user.invited, export.completed",
+            label="Action",
+            role=Role.DIMENSION,
+        ),
+        string("target_type", "Kind of object acted on", label="Target", role=Role.DIMENSION),
+        string("target_id", "Id of the object acted on", label="Target ID", role=Role.IDENTIFIER),
+        string(
+            "ip_address", "Client IP address", pii=True, label="IP address", role=Role.DIMENSION
+        ),
+        string(
+            "user_agent", "Client user agent", pii=True, label="User agent", role=Role.DIMENSION
+        ),
     ),
     time_column="occurred_at",
     totals=(
@@ -45,5 +62,8 @@ SPEC = ExportSpec(
         Aggregate("Distinct actors", "actor_user_id", "count_distinct"),
         Aggregate("Distinct actions", "action", "count_distinct"),
     ),
-    chart=("action", "entry_id", "bar"),
+    charts=(
+        Chart("Entries", "bar", by="action"),
+        Chart("Entries", "line", by="occurred_at"),
+    ),
 )

@@ -1,7 +1,8 @@
 """content_analytics: views, shares and citations of each content item in the window."""
 
 from export_pipelines.catalog.spec import Aggregate, ExportSpec, WindowKind
-from export_pipelines.columns import calendar_date, integer, string
+from export_pipelines.columns import Role, Unit, calendar_date, integer, string
+from export_pipelines.render import Chart
 
 SPEC = ExportSpec(
     key="content_analytics",
@@ -28,16 +29,27 @@ SPEC = ExportSpec(
         ORDER BY c.id
     """,
     columns=(
-        string("organization_id", "Organization the content belongs to"),
-        calendar_date("day", "UTC day counted"),
-        string("content_id", "Content item id"),
-        string("project_id", "Project it belongs to"),
-        string("content_type", "article | summary | faq | …"),
-        string("title", "Title"),
-        integer("views", "Views that day"),
-        integer("shares", "Shares that day"),
-        integer("citations", "Citations that day"),
-        integer("events", "All events that day"),
+        string(
+            "organization_id",
+            "Organization the content belongs to",
+            label="Organization",
+            role=Role.IDENTIFIER,
+        ),
+        calendar_date("day", "UTC day counted", label="Day", role=Role.TIME),
+        string("content_id", "Content item id", label="Content ID", role=Role.IDENTIFIER),
+        string("project_id", "Project it belongs to", label="Project ID", role=Role.IDENTIFIER),
+        string(
+            "content_type", "article | summary | faq | …", label="Content type", role=Role.DIMENSION
+        ),
+        string("title", "Title", label="Title", role=Role.DIMENSION),
+        integer("views", "Views that day", label="Views", role=Role.MEASURE, unit=Unit.COUNT),
+        integer("shares", "Shares that day", label="Shares", role=Role.MEASURE, unit=Unit.COUNT),
+        integer(
+            "citations", "Citations that day", label="Citations", role=Role.MEASURE, unit=Unit.COUNT
+        ),
+        integer(
+            "events", "All events that day", label="Events", role=Role.MEASURE, unit=Unit.COUNT
+        ),
     ),
     project_column="project_id",
     totals=(
@@ -46,5 +58,8 @@ SPEC = ExportSpec(
         Aggregate("Shares", "shares", "sum"),
         Aggregate("Citations", "citations", "sum"),
     ),
-    chart=("content_type", "views", "bar"),
+    charts=(
+        Chart("Views", "bar", by="content_type", value="views", function="sum"),
+        Chart("Views", "line", by="day", value="views", function="sum"),
+    ),
 )

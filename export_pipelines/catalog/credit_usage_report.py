@@ -1,7 +1,8 @@
 """credit_usage_report: the organization's credit ledger for the window."""
 
 from export_pipelines.catalog.spec import Aggregate, ExportSpec, WindowKind
-from export_pipelines.columns import integer, string, timestamp
+from export_pipelines.columns import Role, Unit, integer, string, timestamp
+from export_pipelines.render import Chart
 
 SPEC = ExportSpec(
     key="credit_usage_report",
@@ -26,17 +27,61 @@ SPEC = ExportSpec(
         ORDER BY c.created_at, c.id
     """,
     columns=(
-        string("organization_id", "Organization whose ledger this is"),
-        string("transaction_id", "Ledger entry id"),
-        timestamp("created_at", "When the entry was booked (UTC)"),
-        string("transaction_type", "credit (amount > 0) or debit (amount < 0)"),
-        integer("amount", "Signed amount: positive credits, negative debits"),
-        integer("credit_amount", "Credits added by this entry (0 for debits)"),
-        integer("debit_amount", "Credits spent by this entry (0 for credits)"),
-        integer("balance_after", "Running balance after this entry"),
-        string("description", "What the entry was for"),
-        string("reference_id", "What caused it (e.g. an audit id); empty if nothing"),
-        string("user_id", "User who caused it; empty for system entries"),
+        string(
+            "organization_id",
+            "Organization whose ledger this is",
+            label="Organization",
+            role=Role.IDENTIFIER,
+        ),
+        string("transaction_id", "Ledger entry id", label="Transaction ID", role=Role.IDENTIFIER),
+        timestamp("created_at", "When the entry was booked (UTC)", label="Booked", role=Role.TIME),
+        string(
+            "transaction_type",
+            "credit (amount > 0) or debit (amount < 0)",
+            label="Type",
+            role=Role.DIMENSION,
+        ),
+        integer(
+            "amount",
+            "Signed amount: positive credits, negative debits",
+            label="Amount",
+            role=Role.MEASURE,
+            unit=Unit.CREDITS,
+        ),
+        integer(
+            "credit_amount",
+            "Credits added by this entry (0 for debits)",
+            label="Credits added",
+            role=Role.MEASURE,
+            unit=Unit.CREDITS,
+        ),
+        integer(
+            "debit_amount",
+            "Credits spent by this entry (0 for credits)",
+            label="Credits spent",
+            role=Role.MEASURE,
+            unit=Unit.CREDITS,
+        ),
+        integer(
+            "balance_after",
+            "Running balance after this entry",
+            label="Balance after",
+            role=Role.MEASURE,
+            unit=Unit.CREDITS,
+        ),
+        string("description", "What the entry was for", label="Description", role=Role.DIMENSION),
+        string(
+            "reference_id",
+            "What caused it (e.g. an audit id); empty if nothing",
+            label="Reference",
+            role=Role.IDENTIFIER,
+        ),
+        string(
+            "user_id",
+            "User who caused it; empty for system entries",
+            label="User ID",
+            role=Role.IDENTIFIER,
+        ),
     ),
     time_column="created_at",
     totals=(
@@ -47,5 +92,8 @@ SPEC = ExportSpec(
         Aggregate("Credits spent by user", "debit_amount", "sum_by", by="user_id"),
         Aggregate("Credits added by user", "credit_amount", "sum_by", by="user_id"),
     ),
-    chart=("created_at", "balance_after", "line"),
+    charts=(
+        Chart("Credits spent", "line", by="created_at", value="debit_amount", function="sum"),
+        Chart("Entries", "bar", by="transaction_type"),
+    ),
 )

@@ -1,7 +1,8 @@
 """generated_content: content items created in the window, with their text."""
 
 from export_pipelines.catalog.spec import Aggregate, ExportSpec, WindowKind
-from export_pipelines.columns import integer, string, timestamp
+from export_pipelines.columns import Role, Unit, integer, string, timestamp
+from export_pipelines.render import Chart
 
 SPEC = ExportSpec(
     key="generated_content",
@@ -25,15 +26,26 @@ SPEC = ExportSpec(
         ORDER BY c.created_at, c.id
     """,
     columns=(
-        string("organization_id", "Organization the content belongs to"),
-        string("content_id", "Content item id"),
-        string("project_id", "Project it was generated for"),
-        string("user_id", "User who generated it"),
-        string("content_type", "article | summary | faq | …"),
-        string("title", "Title"),
-        string("body", "Full text"),
-        integer("word_count", "Words in the body"),
-        timestamp("created_at", "When it was generated (UTC)"),
+        string(
+            "organization_id",
+            "Organization the content belongs to",
+            label="Organization",
+            role=Role.IDENTIFIER,
+        ),
+        string("content_id", "Content item id", label="Content ID", role=Role.IDENTIFIER),
+        string(
+            "project_id", "Project it was generated for", label="Project ID", role=Role.IDENTIFIER
+        ),
+        string("user_id", "User who generated it", label="User ID", role=Role.IDENTIFIER),
+        string(
+            "content_type", "article | summary | faq | …", label="Content type", role=Role.DIMENSION
+        ),
+        string("title", "Title", label="Title", role=Role.DIMENSION),
+        string("body", "Full text", label="Text", role=Role.DIMENSION),
+        integer(
+            "word_count", "Words in the body", label="Words", role=Role.MEASURE, unit=Unit.COUNT
+        ),
+        timestamp("created_at", "When it was generated (UTC)", label="Generated", role=Role.TIME),
     ),
     project_column="project_id",
     time_column="created_at",
@@ -41,5 +53,8 @@ SPEC = ExportSpec(
         Aggregate("Items", "content_id", "count"),
         Aggregate("Words", "word_count", "sum"),
     ),
-    chart=("content_type", "word_count", "bar"),
+    charts=(
+        Chart("Words", "bar", by="content_type", value="word_count", function="sum"),
+        Chart("Items", "line", by="created_at"),
+    ),
 )

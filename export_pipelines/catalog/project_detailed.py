@@ -1,7 +1,8 @@
 """project_detailed: each project with its audits and their latest scan scores."""
 
 from export_pipelines.catalog.spec import Aggregate, ExportSpec, WindowKind
-from export_pipelines.columns import integer, number, string, timestamp
+from export_pipelines.columns import Role, Unit, integer, number, string, timestamp
+from export_pipelines.render import Chart
 
 _LATEST_SCAN = """(SELECT s.{column} FROM scan_results s
                  WHERE s.audit_id = a.id AND s.created_at < :window_end
@@ -37,21 +38,81 @@ SPEC = ExportSpec(
         ORDER BY p.created_at, p.id, a.created_at, a.id
     """,
     columns=(
-        string("organization_id", "Organization the project belongs to"),
-        string("project_id", "Project id"),
-        string("project_name", "Project name"),
-        string("project_url", "Project URL"),
-        timestamp("project_created_at", "When the project was created (UTC)"),
-        string("audit_id", "Audit id; empty for a project without audits"),
-        string("audit_type", "full | quick | ai_citation"),
-        string("audit_status", "pending | running | completed | failed"),
-        integer("credits_consumed", "Credits the audit consumed"),
-        timestamp("audit_created_at", "When the audit started (UTC)"),
-        number("latest_dcs_score", "DCS score of the audit's latest scan"),
-        number("latest_ai_citation_score", "AI citation score of the audit's latest scan"),
-        timestamp("latest_scan_at", "When the audit's latest scan was recorded (UTC)"),
-        integer("project_audits", "Total audits of the project (project total)"),
-        integer("project_credits", "Total credits the project's audits consumed (project total)"),
+        string(
+            "organization_id",
+            "Organization the project belongs to",
+            label="Organization",
+            role=Role.IDENTIFIER,
+        ),
+        string("project_id", "Project id", label="Project ID", role=Role.IDENTIFIER),
+        string("project_name", "Project name", label="Project", role=Role.DIMENSION),
+        string("project_url", "Project URL", label="Project URL", role=Role.DIMENSION),
+        timestamp(
+            "project_created_at",
+            "When the project was created (UTC)",
+            label="Project created",
+            role=Role.TIME,
+        ),
+        string(
+            "audit_id",
+            "Audit id; empty for a project without audits",
+            label="Audit ID",
+            role=Role.IDENTIFIER,
+        ),
+        string("audit_type", "full | quick | ai_citation", label="Audit type", role=Role.DIMENSION),
+        string(
+            "audit_status",
+            "pending | running | completed | failed",
+            label="Audit status",
+            role=Role.DIMENSION,
+        ),
+        integer(
+            "credits_consumed",
+            "Credits the audit consumed",
+            label="Credits",
+            role=Role.MEASURE,
+            unit=Unit.CREDITS,
+        ),
+        timestamp(
+            "audit_created_at",
+            "When the audit started (UTC)",
+            label="Audit started",
+            role=Role.TIME,
+        ),
+        number(
+            "latest_dcs_score",
+            "DCS score of the audit's latest scan",
+            label="Latest DCS score",
+            role=Role.MEASURE,
+            unit=Unit.SCORE,
+        ),
+        number(
+            "latest_ai_citation_score",
+            "AI citation score of the audit's latest scan",
+            label="Latest AI citation score",
+            role=Role.MEASURE,
+            unit=Unit.SCORE,
+        ),
+        timestamp(
+            "latest_scan_at",
+            "When the audit's latest scan was recorded (UTC)",
+            label="Latest scan",
+            role=Role.TIME,
+        ),
+        integer(
+            "project_audits",
+            "Total audits of the project (project total)",
+            label="Project audits",
+            role=Role.MEASURE,
+            unit=Unit.COUNT,
+        ),
+        integer(
+            "project_credits",
+            "Total credits the project's audits consumed (project total)",
+            label="Project credits",
+            role=Role.MEASURE,
+            unit=Unit.CREDITS,
+        ),
     ),
     project_column="project_id",
     totals=(
@@ -59,5 +120,10 @@ SPEC = ExportSpec(
         Aggregate("Credits consumed", "credits_consumed", "sum"),
         Aggregate("Mean latest DCS score", "latest_dcs_score", "mean"),
     ),
-    chart=("audit_type", "credits_consumed", "bar"),
+    charts=(
+        Chart("Credits consumed", "bar", by="audit_type", value="credits_consumed", function="sum"),
+        Chart(
+            "Credits consumed", "bar", by="project_name", value="credits_consumed", function="sum"
+        ),
+    ),
 )

@@ -1,7 +1,8 @@
 """scan_history: the daily score series of every project."""
 
 from export_pipelines.catalog.spec import Aggregate, ExportSpec, WindowKind
-from export_pipelines.columns import calendar_date, integer, number, string
+from export_pipelines.columns import Role, Unit, calendar_date, integer, number, string
+from export_pipelines.render import Chart
 
 SPEC = ExportSpec(
     key="scan_history",
@@ -29,17 +30,60 @@ SPEC = ExportSpec(
         ORDER BY p.id
     """,
     columns=(
-        string("organization_id", "Organization the project belongs to"),
-        string("project_id", "Project id"),
-        string("project_name", "Project name"),
-        calendar_date("day", "UTC day the scores summarise"),
-        integer("scans", "Scans recorded that day"),
-        number("dcs_mean", "Mean DCS score (scans without a score are left out)"),
-        number("dcs_min", "Lowest DCS score"),
-        number("dcs_max", "Highest DCS score"),
-        number("ai_citation_mean", "Mean AI citation score"),
-        number("ai_citation_min", "Lowest AI citation score"),
-        number("ai_citation_max", "Highest AI citation score"),
+        string(
+            "organization_id",
+            "Organization the project belongs to",
+            label="Organization",
+            role=Role.IDENTIFIER,
+        ),
+        string("project_id", "Project id", label="Project ID", role=Role.IDENTIFIER),
+        string("project_name", "Project name", label="Project", role=Role.DIMENSION),
+        calendar_date("day", "UTC day the scores summarise", label="Day", role=Role.TIME),
+        integer(
+            "scans", "Scans recorded that day", label="Scans", role=Role.MEASURE, unit=Unit.COUNT
+        ),
+        number(
+            "dcs_mean",
+            "Mean DCS score (scans without a score are left out)",
+            label="Mean DCS score",
+            role=Role.MEASURE,
+            unit=Unit.SCORE,
+        ),
+        number(
+            "dcs_min",
+            "Lowest DCS score",
+            label="Lowest DCS score",
+            role=Role.MEASURE,
+            unit=Unit.SCORE,
+        ),
+        number(
+            "dcs_max",
+            "Highest DCS score",
+            label="Highest DCS score",
+            role=Role.MEASURE,
+            unit=Unit.SCORE,
+        ),
+        number(
+            "ai_citation_mean",
+            "Mean AI citation score",
+            label="Mean AI citation score",
+            role=Role.MEASURE,
+            unit=Unit.SCORE,
+        ),
+        number(
+            "ai_citation_min",
+            "Lowest AI citation score",
+            label="Lowest AI citation score",
+            role=Role.MEASURE,
+            unit=Unit.SCORE,
+        ),
+        number(
+            "ai_citation_max",
+            "Highest AI citation score",
+            label="Highest AI citation score",
+            role=Role.MEASURE,
+            unit=Unit.SCORE,
+        ),
     ),
     project_column="project_id",
     totals=(
@@ -47,5 +91,8 @@ SPEC = ExportSpec(
         Aggregate("Projects", "project_id", "count_distinct"),
         Aggregate("Best daily mean DCS", "dcs_mean", "max"),
     ),
-    chart=("day", "dcs_mean", "line"),
+    charts=(
+        Chart("Mean DCS score", "line", by="day", value="dcs_mean", function="mean"),
+        Chart("Scans", "bar", by="project_name", value="scans", function="sum"),
+    ),
 )

@@ -1,7 +1,8 @@
 """scan_results: every scan of the day with its audit and project."""
 
 from export_pipelines.catalog.spec import Aggregate, ExportSpec, WindowKind
-from export_pipelines.columns import integer, number, string, timestamp
+from export_pipelines.columns import Role, Unit, integer, number, string, timestamp
+from export_pipelines.render import Chart
 
 SPEC = ExportSpec(
     key="scan_results",
@@ -29,18 +30,48 @@ SPEC = ExportSpec(
         ORDER BY s.created_at, s.id
     """,
     columns=(
-        string("organization_id", "Organization the scan belongs to"),
-        string("scan_id", "Scan result id"),
-        string("project_id", "Project scanned"),
-        string("project_name", "Project name"),
-        string("project_url", "Project URL"),
-        string("audit_id", "Audit the scan belongs to"),
-        string("audit_type", "full | quick | ai_citation"),
-        string("status", "Audit status: pending | running | completed | failed"),
-        number("dcs_score", "DCS score, 0-100; empty when not computed"),
-        number("ai_citation_score", "AI citation score, 0-100; empty when not computed"),
-        integer("credits_consumed", "Credits the audit consumed"),
-        timestamp("scanned_at", "When the scan result was recorded (UTC)"),
+        string(
+            "organization_id",
+            "Organization the scan belongs to",
+            label="Organization",
+            role=Role.IDENTIFIER,
+        ),
+        string("scan_id", "Scan result id", label="Scan ID", role=Role.IDENTIFIER),
+        string("project_id", "Project scanned", label="Project ID", role=Role.IDENTIFIER),
+        string("project_name", "Project name", label="Project", role=Role.DIMENSION),
+        string("project_url", "Project URL", label="Project URL", role=Role.DIMENSION),
+        string("audit_id", "Audit the scan belongs to", label="Audit ID", role=Role.IDENTIFIER),
+        string("audit_type", "full | quick | ai_citation", label="Audit type", role=Role.DIMENSION),
+        string(
+            "status",
+            "Audit status: pending | running | completed | failed",
+            label="Status",
+            role=Role.DIMENSION,
+        ),
+        number(
+            "dcs_score",
+            "DCS score, 0-100; empty when not computed",
+            label="DCS score",
+            role=Role.MEASURE,
+            unit=Unit.SCORE,
+        ),
+        number(
+            "ai_citation_score",
+            "AI citation score, 0-100; empty when not computed",
+            label="AI citation score",
+            role=Role.MEASURE,
+            unit=Unit.SCORE,
+        ),
+        integer(
+            "credits_consumed",
+            "Credits the audit consumed",
+            label="Credits",
+            role=Role.MEASURE,
+            unit=Unit.CREDITS,
+        ),
+        timestamp(
+            "scanned_at", "When the scan result was recorded (UTC)", label="Scanned", role=Role.TIME
+        ),
     ),
     project_column="project_id",
     time_column="scanned_at",
@@ -50,5 +81,8 @@ SPEC = ExportSpec(
         Aggregate("Mean DCS score", "dcs_score", "mean"),
         Aggregate("Mean AI citation score", "ai_citation_score", "mean"),
     ),
-    chart=("scanned_at", "dcs_score", "line"),
+    charts=(
+        Chart("Mean DCS score", "line", by="scanned_at", value="dcs_score", function="mean"),
+        Chart("Scans", "bar", by="audit_type"),
+    ),
 )

@@ -12,7 +12,7 @@ from typing import Any
 import pyarrow as pa
 
 from export_pipelines.columns import Column, arrow_schema
-from export_pipelines.render import ExportFormat
+from export_pipelines.render import Chart, ExportFormat
 
 
 class WindowKind(str, enum.Enum):
@@ -96,8 +96,8 @@ class ExportSpec:
     # The column holding each row's event time (event windows) — used for charts.
     time_column: str | None = None
     totals: tuple[Aggregate, ...] = ()
-    # (label column, value column, "line" | "bar") for the PDF's chart.
-    chart: tuple[str, str, str] | None = None
+    # What the PDF draws (one or two aggregates; see render.Chart).
+    charts: tuple[Chart, ...] = ()
     owners: tuple[str, ...] = ("team:data",)
     # Extra named parameters the query needs.
     parameters: Mapping[str, Any] = field(default_factory=dict)

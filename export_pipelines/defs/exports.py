@@ -29,6 +29,7 @@ from export_pipelines.pipeline.prepare import (
 from export_pipelines.pipeline.workarea import WorkArea
 from export_pipelines.render import Compression, ExportFormat, RenderedFile, RenderOptions
 from export_pipelines.requests.validation import RequestRejected, launchpad_options
+from export_pipelines.source import directory
 
 # A backfill of one organization's range runs in batches of partitions, not one run per day.
 BACKFILL_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=31)
@@ -119,6 +120,7 @@ def render_partition(
     formats: tuple[ExportFormat, ...],
     options: RenderOptions,
     run_id: str,
+    organization_name: str = "",
 ) -> Rendered:
     """The render stage: this run's own version of the partition's files.
 
@@ -131,7 +133,9 @@ def render_partition(
             f"materialize the whole {spec.key} group for this partition (Materialize all)",
             allow_retries=False,
         )
-    deliverable = Deliverable.for_partition(spec, partition, formats, options)
+    deliverable = Deliverable.for_partition(
+        spec, partition, formats, options, organization_name=organization_name
+    )
     stage = work.stage_dir(spec.key, "render", partition)
 
     def build(folder: Path) -> Rendered:
@@ -294,14 +298,28 @@ def export_assets(spec: ExportSpec) -> list[dg.AssetsDefinition]:
         **common,
     )
     def render(
-        context: dg.AssetExecutionContext, config: RenderConfig, work: WorkAreaResource
+        context: dg.AssetExecutionContext,
+        config: RenderConfig,
+        source: SourceResource,
+        work: WorkAreaResource,
     ) -> dg.MaterializeResult:
         area = work.work_area()
         formats = tuple(dict.fromkeys(config.formats)) or tuple(spec.default_formats)
         options = config.options(spec)
         partitions = partitions_of(context)
+        names = directory.organization_names(
+            source.database(), {p.organization_id for p in partitions}
+        )
         rendered = [
-            render_partition(spec, area, p, formats, options, context.run.run_id)
+            render_partition(
+                spec,
+                area,
+                p,
+                formats,
+                options,
+                context.run.run_id,
+                names.get(p.organization_id, ""),
+            )
             for p in partitions
         ]
         first = rendered[0]

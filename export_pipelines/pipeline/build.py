@@ -8,6 +8,7 @@ runs the same three steps as separate assets (`prepare` as extract + transform,
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from export_pipelines.pipeline.prepare import (
 from export_pipelines.pipeline.totals import Totals
 from export_pipelines.pipeline.workarea import WorkArea
 from export_pipelines.render import ExportFormat, RenderedFile, RenderOptions, ReportContext, render
+from export_pipelines.source import directory
 from export_pipelines.source.database import SourceDatabase
 from export_pipelines.store import Store
 
@@ -98,6 +100,9 @@ def render_deliverable(
     from export_pipelines.pipeline import bundle, gdpr
 
     kind = deliverable.spec.kind
+    if not deliverable.organization_name and db is not None:
+        name = directory.organization_name(db, deliverable.organization_id)
+        deliverable = dataclasses.replace(deliverable, organization_name=name)
     if kind is Kind.USER_BUNDLE:
         return gdpr.render_user_export(deliverable, db, folder)
     if kind is Kind.ORGANIZATION_BUNDLE:
@@ -163,7 +168,11 @@ def report_context(
         as_of=window.end.strftime("%Y-%m-%d %H:%M UTC"),
         summary=tuple((label, _display(value)) for label, value in totals.items()),
         full_file_name=f"{deliverable.stem}.{full.extension}" if full else None,
-        chart=spec.chart,
+        organization_name=deliverable.organization_name,
+        columns=spec.columns,
+        charts=spec.charts,
+        window_start=window.start,
+        window_end=window.end,
     )
 
 

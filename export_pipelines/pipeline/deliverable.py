@@ -42,6 +42,9 @@ class Deliverable:
     requested_by: str | None = None  # the user who asked (a request's user, a report's owner)
     recipients: tuple[str, ...] = ()
     estimated_rows: int = 0
+    # What a person reads instead of the id (PDF and Excel title blocks, email, attachment
+    # names); "" when unknown.
+    organization_name: str = ""
 
     def __post_init__(self) -> None:
         if self.purpose is not Purpose.PARTITION and not self.reference:
@@ -57,6 +60,7 @@ class Deliverable:
         formats: tuple[ExportFormat, ...] = (),
         options: RenderOptions | None = None,
         subject_user_id: str | None = None,
+        organization_name: str = "",
     ) -> Deliverable:
         return cls(
             spec=spec,
@@ -66,6 +70,7 @@ class Deliverable:
             formats=tuple(formats) or tuple(spec.default_formats),
             options=options or RenderOptions(),
             subject_user_id=subject_user_id,
+            organization_name=organization_name,
         )
 
     @property
@@ -109,3 +114,15 @@ class Deliverable:
         if self.purpose is Purpose.PARTITION:
             return naming.file_stem(self.spec.key, self.organization_id, self.date_to)
         return naming.file_stem(self.spec.key, self.organization_id, self.date_from, self.date_to)
+
+    @property
+    def reader_file_stem(self) -> str:
+        """The name a copy travels under to a person (no extension): title, organization's
+        name, period — the published file keeps `stem`."""
+        name = naming.reader_file_name(
+            self.spec.title,
+            self.organization_name or self.organization_id,
+            naming.period_label(self.date_from, self.date_to),
+            "x",
+        )
+        return name[: -len(".x")]

@@ -96,3 +96,35 @@ def file_stem(
     """`<T>_<org>_<day>` for a partition, `<T>_<org>_<first>_<last>` for a requested range."""
     days = first.isoformat() if last is None else f"{first}_{last}"
     return f"{export_type}_{path_segment(organization_id)}_{days}"
+
+
+# Characters a reader's file name never holds: path separators, what Windows refuses, and
+# controls (line breaks would also split a mail header).
+_UNREADABLE = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]+')
+
+
+def period_label(first: dt.date, last: dt.date) -> str:
+    """A period as a person names it: a day, a calendar month, a year, or a range."""
+    if first == last:
+        return first.isoformat()
+    month_end = (first.replace(day=28) + dt.timedelta(days=4)).replace(day=1) - dt.timedelta(1)
+    if first.day == 1 and last == month_end:
+        return first.strftime("%Y-%m")
+    if (first.month, first.day, last.month, last.day) == (1, 1, 12, 31) and first.year == last.year:
+        return str(first.year)
+    return f"{first} to {last}"
+
+
+def reader_file_name(title: str, organization: str, period: str, extension: str) -> str:
+    """What a person sees on an attachment: `Scan results — Acme Analytics — 2026-11.pdf`.
+
+    Safe on every file system and mail client: no separators or controls, no leading dots,
+    at most 150 characters before the extension. Published files keep their contract names
+    (`file_stem`); this is only the name a copy travels under.
+    """
+    parts = [_UNREADABLE.sub(" ", p) for p in (title, organization, period)]
+    parts = [" ".join(p.split()).strip(". ") for p in parts]
+    stem = " — ".join(p for p in parts if p) or "Export"
+    if len(stem) > 150:
+        stem = stem[:149].rstrip() + "…"
+    return f"{stem}.{extension}"

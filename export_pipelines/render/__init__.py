@@ -8,12 +8,15 @@ so that re-publishing unchanged data yields byte-identical files.
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
+
+from export_pipelines.columns import Column, ColumnType
 
 
 class ExportFormat(str, enum.Enum):
@@ -84,6 +87,33 @@ class RenderOptions:
 
 
 @dataclass(frozen=True)
+class Chart:
+    """An aggregate a report for people draws: one series with a readable number of points.
+
+    `by` is a time column (bucketed per hour, day, week or month so that a line keeps at most
+    about 60 points, whatever the row count) or a dimension (the `limit` largest categories as
+    bars, the rest folded into "Other"). `value` is the column aggregated with `function`
+    (count | sum | mean); None counts rows. `title` names the measure ("Mean DCS score"); the
+    renderer adds the grouping ("per day", "by audit type").
+    """
+
+    title: str
+    kind: str  # "line" (over a time column) | "bar" (per category)
+    by: str
+    value: str | None = None
+    function: str = "count"
+    limit: int = 12
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("line", "bar"):
+            raise ValueError(f"chart kind must be line or bar, got {self.kind!r}")
+        if self.function not in ("count", "sum", "mean"):
+            raise ValueError(f"chart function must be count, sum or mean, got {self.function!r}")
+        if self.function != "count" and self.value is None:
+            raise ValueError(f"a {self.function} chart needs a value column")
+
+
+@dataclass(frozen=True)
 class ReportContext:
     """What a human-facing format (PDF, Excel) says about the data it holds."""
 
@@ -99,6 +129,21 @@ class ReportContext:
     full_file_name: str | None = None
     # Optional chart: (label column, value column, kind) where kind is "line" or "bar".
     chart: tuple[str, str, str] | None = None
+    # What a person reads: the organization's name (never its id), the columns' labels,
+    # roles and units (the spec's `Column`s, by name), the charts, and the window
+    # [start, end) in UTC, from which a chart picks its time buckets.
+    organization_name: str = ""
+    columns: Sequence[Column] = field(default_factory=tuple)
+    charts: Sequence[Chart] = field(default_factory=tuple)
+    window_start: dt.datetime | None = None
+    window_end: dt.datetime | None = None
+
+    def column(self, name: str) -> Column:
+        """The spec's column of that name, or a derived one (labels from the name)."""
+        for column in self.columns:
+            if column.name == name:
+                return column
+        return Column(name, ColumnType.STRING)
 
 
 @dataclass(frozen=True)
