@@ -1,13 +1,23 @@
-"""The `export-pipelines` command line (docs/CONTRACT.md §8)."""
+"""The `export-pipelines` command line (docs/CONTRACT.md §8).
+
+It works from any folder: without EXPORT_* variables it uses the project it belongs to
+(`settings.project_dir`), and `export-pipelines config` says what that is. Commands that
+read the embedded database never create it: they say how to.
+"""
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import sys
 from collections.abc import Sequence
 
 from export_pipelines import settings
+
+
+class CliError(Exception):
+    """A sentence for the person at the terminal (exit code 1, no traceback)."""
 
 
 def _seed(args: argparse.Namespace) -> int:
@@ -65,28 +75,147 @@ def _verify(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sync_organizations(args: argparse.Namespace) -> int:
+def _instance():
+    """The Dagster instance of $DAGSTER_HOME, or of the project's `.dagster_home`."""
+    import shutil
+
     import dagster as dg
 
+    home = settings.dagster_home()
+    if not home.is_dir():
+        if settings.is_set("DAGSTER_HOME"):
+            raise CliError(f"DAGSTER_HOME is {home}, which is not a folder: create it or unset it")
+        home.mkdir(parents=True)
+        config = settings.project_dir() / "dagster.yaml"
+        if config.exists():
+            shutil.copy(config, home / "dagster.yaml")
+    os.environ["DAGSTER_HOME"] = str(home)
+    return dg.DagsterInstance.get()
+
+
+def _sync_organizations(args: argparse.Namespace) -> int:
     from export_pipelines.defs.partitions import new_organizations, organizations
     from export_pipelines.defs.resources import SourceResource
 
-    instance = dg.DagsterInstance.get()
+    instance = _instance()
     known = set(instance.get_dynamic_partitions(organizations.name))
     added, unusable = new_organizations(SourceResource(url=settings.source_url()), known)
     for org in unusable:
         print(f"skipped organization id {org!r}: not usable as a partition key", file=sys.stderr)
     if added:
+        from export_pipelines.source import directory
+
         instance.add_dynamic_partitions(organizations.name, added)
+        names = directory.organization_names(_database(), added)
+        for org in added:
+            print(f"added {org}  {names.get(org, '')}".rstrip())
     print(f"{len(added)} organization partition(s) added, {len(known) + len(added)} in all")
     return 0
 
 
+def _source_description() -> str:
+    from export_pipelines.source.database import redact_url
+
+    if settings.is_set(settings.SOURCE_URL_VAR):
+        return f"{redact_url(settings.source_url())} (EXPORT_SOURCE_URL)"
+    return f"{settings.default_source_url()} (the embedded default of {settings.project_dir()})"
+
+
+def _database():
+    """The source database as configured; the embedded one must exist already."""
+    from export_pipelines.source.database import SourceDatabase
+
+    db = SourceDatabase(settings.source_url())
+    if db.dialect == "sqlite" and not db.sqlite_path.exists():
+        raise CliError(
+            f"there is no database at {db.sqlite_path}: run `make dev` or "
+            "`export-pipelines seed` in the project first, or set EXPORT_SOURCE_URL "
+            "(`export-pipelines config` shows what is used)"
+        )
+    return db
+
+
 def _ledger():
-    from export_pipelines.defs.resources import SourceResource
     from export_pipelines.requests.ledger import RequestLedger
 
-    return RequestLedger(SourceResource(url=settings.source_url()).database())
+    return RequestLedger(_database())
+
+
+def _config(args: argparse.Namespace) -> int:
+    from export_pipelines.source.database import redact_url
+
+    store = settings.store_url()
+    rows = [
+        ("project", str(settings.project_dir())),
+        ("source", _source_description()),
+        (
+            "store",
+            redact_url(store) + ("" if settings.is_set(settings.STORE_URL_VAR) else " (default)"),
+        ),
+        ("work area", str(settings.work_dir())),
+        ("DAGSTER_HOME", str(settings.dagster_home())),
+        ("partitions from", settings.partitions_start()),
+    ]
+    for key, value in rows:
+        print(f"{key:16} {value}")
+    return 0
+
+
+def _table(rows: list[dict], columns: list[tuple[str, str]]) -> None:
+    """Rows as aligned text columns, headed by the given labels."""
+    cells = [[label for _, label in columns]]
+    cells += [["" if r.get(key) is None else str(r[key]) for key, _ in columns] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    for row in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+
+
+def _orgs(args: argparse.Namespace) -> int:
+    from export_pipelines.source import directory
+
+    rows = directory.organizations(_database())
+    _table(rows, [("id", "ID"), ("name", "NAME"), ("plan", "PLAN"), ("users", "USERS")])
+    return 0
+
+
+def _users(args: argparse.Namespace) -> int:
+    from export_pipelines.source import directory
+
+    rows = directory.users(_database(), args.org)
+    for row in rows:
+        row["admin"] = "admin" if row["admin"] else ""
+    _table(
+        rows,
+        [
+            ("id", "ID"),
+            ("name", "NAME"),
+            ("email", "EMAIL"),
+            ("admin", "ROLE"),
+            ("organization", "ORGANIZATION"),
+        ],
+    )
+    return 0
+
+
+def _subscriptions(args: argparse.Namespace) -> int:
+    from export_pipelines.source import directory
+
+    rows = directory.subscriptions(_database(), args.org)
+    for row in rows:
+        row["active"] = "active" if row["active"] else "paused"
+    _table(
+        rows,
+        [
+            ("id", "ID"),
+            ("export_type", "TYPE"),
+            ("format", "FORMAT"),
+            ("cadence", "CADENCE"),
+            ("active", "STATE"),
+            ("owner", "OWNER"),
+            ("organization", "ORGANIZATION"),
+        ],
+    )
+    return 0
 
 
 def _request(args: argparse.Namespace) -> int:
@@ -99,19 +228,55 @@ def _request(args: argparse.Namespace) -> int:
         filters["date_to"] = args.date_to
     if args.project:
         filters["project_ids"] = args.project
-    parameters = json.loads(args.parameters) if args.parameters else None
-    request_id = _ledger().insert(
+    try:
+        parameters = json.loads(args.parameters) if args.parameters else None
+    except ValueError:
+        raise CliError('--parameters must be a JSON object, e.g. \'{"delimiter": ";"}\'') from None
+    ledger = _ledger()
+    refusal = _refusal(ledger.db, args, filters or None, parameters)
+    if refusal:
+        raise CliError(f"not requested: {refusal}")
+    request_id = ledger.insert(
         args.org, args.user, args.type, args.format, filters or None, parameters
     )
     print(request_id)
+    print(
+        f"PENDING: the request sensor serves it within seconds while `make dev` (or the "
+        f"daemon) runs; follow it with `export-pipelines status {request_id}`",
+        file=sys.stderr,
+    )
     return 0
+
+
+def _refusal(db, args: argparse.Namespace, filters: dict | None, parameters: dict | None) -> str:
+    """What the request sensor would refuse this request for, checked now with the same
+    rules (requests/validation.py), or "" when it would accept it."""
+    import json
+
+    from export_pipelines.requests.ledger import utc_now
+    from export_pipelines.requests.validation import RequestRejected, validate
+
+    row = {
+        "id": "(new request)",
+        "export_type": args.type,
+        "export_format": args.format,
+        "user_id": args.user,
+        "organization_id": args.org,
+        "filters": None if filters is None else json.dumps(filters),
+        "parameters": None if parameters is None else json.dumps(parameters),
+        "created_at": utc_now(),
+    }
+    try:
+        validate(row, db, utc_now())
+    except RequestRejected as refused:
+        return str(refused)
+    return ""
 
 
 def _status(args: argparse.Namespace) -> int:
     row = _ledger().get(args.request_id)
     if row is None:
-        print(f"no export request {args.request_id}", file=sys.stderr)
-        return 1
+        raise CliError(f"no export request {args.request_id} in {_source_description()}")
     for key, value in row.items():
         if value is not None:
             print(f"{key:20} {value}")
@@ -121,8 +286,6 @@ def _status(args: argparse.Namespace) -> int:
 def _backfill(args: argparse.Namespace) -> int:
     import time
 
-    import dagster as dg
-
     from export_pipelines.catalog import get_spec
     from export_pipelines.defs.backfill import backfill
     from export_pipelines.defs.resources import default_resources
@@ -130,7 +293,7 @@ def _backfill(args: argparse.Namespace) -> int:
     specs = [get_spec(t) for t in args.type]
     started = time.monotonic()
     runs = backfill(
-        dg.DagsterInstance.get(),
+        _instance(),
         specs,
         args.org,
         dt.date.fromisoformat(args.date_from),
@@ -196,12 +359,35 @@ def build_parser() -> argparse.ArgumentParser:
         "sync-orgs", help="add the source's organizations as partitions in $DAGSTER_HOME"
     )
     sync.set_defaults(handler=_sync_organizations)
+
+    config = commands.add_parser("config", help="show the database, store and folders used")
+    config.set_defaults(handler=_config)
+
+    orgs = commands.add_parser("orgs", help="list organizations: id, name, plan, users")
+    orgs.set_defaults(handler=_orgs)
+
+    users = commands.add_parser("users", help="list users: id, name, email, role")
+    users.add_argument("--org", help="only this organization's users")
+    users.set_defaults(handler=_users)
+
+    subscriptions = commands.add_parser("subscriptions", help="list report subscriptions")
+    subscriptions.add_argument("--org", help="only this organization's subscriptions")
+    subscriptions.set_defaults(handler=_subscriptions)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.handler(args)
+    try:
+        return args.handler(args)
+    except CliError as error:
+        print(f"export-pipelines: {error}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        # The reader went away (`… | head`): stop quietly, as other tools do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -2,15 +2,51 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+PROJECT_MARKER = 'module_name = "export_pipelines.definitions"'
+
+
+def project_dir() -> Path:
+    """The project the embedded default belongs to, whatever the current folder.
+
+    EXPORT_PROJECT_DIR when set; else the nearest folder at or above the current one whose
+    `pyproject.toml` names this code location; else the checkout this package runs from
+    (an editable install); else the current folder. So `export-pipelines status` run from
+    any folder of a checkout reads that checkout's database, never a new one.
+    """
+    explicit = os.environ.get("EXPORT_PROJECT_DIR", "").strip()
+    if explicit:
+        return Path(explicit).resolve()
+    here = Path.cwd().resolve()
+    installed = Path(__file__).resolve().parents[1]
+    for folder in (here, *here.parents, installed):
+        if _is_project(folder):
+            return folder
+    return here
+
+
+def _is_project(folder: Path) -> bool:
+    try:
+        return PROJECT_MARKER in (folder / "pyproject.toml").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+
 
 def data_dir() -> Path:
     """The project's local data folder: the embedded database and the stages' working area."""
-    return Path(os.environ.get("EXPORT_DATA_DIR", "data")).resolve()
+    explicit = os.environ.get("EXPORT_DATA_DIR", "").strip()
+    return Path(explicit).resolve() if explicit else project_dir() / "data"
+
+
+def dagster_home() -> Path:
+    """The Dagster instance folder: DAGSTER_HOME, else the project's `.dagster_home`."""
+    explicit = os.environ.get("DAGSTER_HOME", "").strip()
+    return Path(explicit).resolve() if explicit else project_dir() / ".dagster_home"
 
 
 # Connection strings may carry credentials (`postgresql://user:password@host/db`). The Dagster
@@ -32,7 +68,7 @@ def default_source_url() -> str:
 
 def default_store_url() -> str:
     """A local folder, used when EXPORT_STORE_URL is unset."""
-    return str(Path("exports").resolve())
+    return str(project_dir() / "exports")
 
 
 def source_url() -> str:
@@ -54,10 +90,33 @@ def retention_days() -> int:
 
 
 def partitions_start() -> str:
-    """First day of the daily partitions (YYYY-MM-DD)."""
-    value = os.environ.get("EXPORT_PARTITIONS_START", "2026-01-01")
+    """First day of the daily partitions (YYYY-MM-DD).
+
+    EXPORT_PARTITIONS_START when set. On the embedded default, the first day of its demo
+    data, so the partition picker starts where the data does (`make dev` creates the
+    database before the UI loads); otherwise 2026-01-01.
+    """
+    value = os.environ.get("EXPORT_PARTITIONS_START", "").strip()
+    if not value and not is_set(SOURCE_URL_VAR):
+        value = _embedded_first_day() or ""
+    value = value or "2026-01-01"
     dt.date.fromisoformat(value)  # fail at load time, with the value in the message
     return value
+
+
+def _embedded_first_day() -> str | None:
+    """The day of the embedded database's earliest scan, read without creating the file."""
+    import sqlite3
+
+    path = data_dir() / "source.db"
+    if not path.exists():
+        return None
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+            (first,) = conn.execute("SELECT min(created_at) FROM scan_results").fetchone()
+        return dt.date.fromisoformat(str(first)[:10]).isoformat() if first else None
+    except (sqlite3.Error, ValueError):
+        return None
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+from pydantic import Field
 
 from export_pipelines.catalog.spec import ExportSpec, Kind
 from export_pipelines.defs.partitions import export_partitions
@@ -46,14 +47,28 @@ _KINDS = {
 
 
 class RenderConfig(dg.Config):
-    """Which files to render for this materialization, and how."""
+    """Which files to render for this materialization, and how.
 
-    formats: list[ExportFormat] = []  # empty = the export type's default formats
-    compression: Compression = Compression.NONE
-    csv_delimiter: str = ","
-    csv_bom: bool = False
-    formula_guard: bool = True
-    pdf_row_limit: int = 100_000
+    In the Launchpad (Materialize all → Open launchpad, or shift-click), under the render
+    step of the type, e.g. `ops: {scan_results__render: {config: {formats: [CSV, PDF]}}}`.
+    """
+
+    formats: list[ExportFormat] = Field(
+        default=[],
+        description="Files to render, e.g. [CSV, EXCEL, PDF]; empty = the type's defaults. "
+        "Set under ops: {<type>__render: {config: {formats: [...]}}}.",
+    )
+    compression: Compression = Field(
+        default=Compression.NONE, description="none, gzip or zip, for every file"
+    )
+    csv_delimiter: str = Field(default=",", description="one character, e.g. ';' or '\\t'")
+    csv_bom: bool = Field(default=False, description="start CSV files with a UTF-8 BOM (Excel)")
+    formula_guard: bool = Field(
+        default=True, description="show cells starting with = + - @ as text, not formulas"
+    )
+    pdf_row_limit: int = Field(
+        default=100_000, description="rows the PDF shows; the full data stays in the other files"
+    )
 
     def options(self, spec: ExportSpec) -> RenderOptions:
         """Checked by the same rules as a request's parameters."""
@@ -99,6 +114,14 @@ def markdown_preview(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> 
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]
     return "\n".join(lines) if rows else "_no rows in this partition_"
+
+
+def _organization_metadata(names: dict[str, str]) -> dict:
+    """The organizations' names beside their ids (partition keys are ids, for the contract)."""
+    if len(names) == 1:
+        ((org, name),) = names.items()
+        return {"organization": f"{name} ({org})" if name else org}
+    return {"organizations": dg.MetadataValue.json(names)}
 
 
 def _partition_metadata(partitions: Sequence[ExportPartition], rows: Sequence[int]) -> dict:
@@ -225,12 +248,14 @@ def export_assets(spec: ExportSpec) -> list[dg.AssetsDefinition]:
             results += extract_days(spec, db, area, org, days, fingerprints)
         rows = [r.rows for r in results]
         first = results[0]
+        names = directory.organization_names(db, days_by_org)
         # The source fingerprint is the partition's data version: Dagster then tells a
         # re-extract that changed nothing from one that did (PostgreSQL sources).
         version = versions.get(first.partition.date) if len(results) == 1 else None
         return dg.MaterializeResult(
             data_version=dg.DataVersion(version) if version else None,
             metadata={
+                **_organization_metadata({o: names.get(o, "") for o in days_by_org}),
                 "dagster/row_count": sum(rows),
                 "dagster/column_schema": schema,
                 "source": db.dialect,
@@ -325,6 +350,9 @@ def export_assets(spec: ExportSpec) -> list[dg.AssetsDefinition]:
         first = rendered[0]
         return dg.MaterializeResult(
             metadata={
+                **_organization_metadata(
+                    {p.organization_id: names.get(p.organization_id, "") for p in partitions}
+                ),
                 "dagster/row_count": sum(r.rows for r in rendered),
                 "formats": ", ".join(f.value for f in formats),
                 "files": dg.MetadataValue.json(
@@ -339,7 +367,9 @@ def export_assets(spec: ExportSpec) -> list[dg.AssetsDefinition]:
         deps=[render_key],
         description=(
             f"{spec.title} published to the store under "
-            f"{spec.key}/org=<org>/date=<day>/ with manifest.json (SHA-256 per file)."
+            f"{spec.key}/org=ORGANIZATION_ID/date=YYYY-MM-DD/ with manifest.json (SHA-256 "
+            "per file). Materialize it with the rest of its group (select the group → "
+            "Materialize all): it publishes what render produced for the partition."
         ),
         kinds={"file"},
         check_specs=[

@@ -4,6 +4,7 @@ import dagster as dg
 
 from export_pipelines import settings
 from export_pipelines.defs.resources import SourceResource
+from export_pipelines.source import directory
 
 organizations = dg.DynamicPartitionsDefinition(name="organizations")
 days = dg.DailyPartitionsDefinition(start_date=settings.partitions_start(), timezone="UTC")
@@ -30,7 +31,9 @@ def new_organizations(source: SourceResource, known: set[str]) -> tuple[list[str
 @dg.sensor(
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Adds every organization of the source database as an `org` partition.",
+    description="Adds every organization of the source database as an `org` partition "
+    "(partitions are keyed by id; this sensor's log and each materialization's "
+    "`organization` metadata show the names; `export-pipelines orgs` lists them).",
 )
 def organizations_sensor(context: dg.SensorEvaluationContext, source: SourceResource):
     known = set(context.instance.get_dynamic_partitions(organizations.name))
@@ -40,5 +43,7 @@ def organizations_sensor(context: dg.SensorEvaluationContext, source: SourceReso
         context.log.warning(f"organization id {org!r} cannot be a Dagster partition key")
     if not added:
         return dg.SkipReason(f"no new organizations ({len(known)} known)")
-    context.log.info(f"adding {len(added)} organization partition(s): {', '.join(added)}")
+    names = directory.organization_names(source.database(), added)
+    shown = ", ".join(f"{org} ({names[org]})" if names.get(org) else org for org in added)
+    context.log.info(f"adding {len(added)} organization partition(s): {shown}")
     return dg.SensorResult(dynamic_partitions_requests=[organizations.build_add_request(added)])

@@ -80,7 +80,11 @@ def export_statistics(source: SourceResource, work: WorkAreaResource) -> dg.Mate
 
 
 # The data team's view of the on-demand service, refreshed every hour.
-statistics_job = dg.define_asset_job("export_statistics_job", selection=[export_statistics])
+statistics_job = dg.define_asset_job(
+    "export_statistics_job",
+    selection=[export_statistics],
+    description="Refresh operations/export_statistics (requests and deliveries counted).",
+)
 statistics_schedule = dg.ScheduleDefinition(
     job=statistics_job,
     cron_schedule="45 * * * *",
