@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
+
+import dagster as dg
+import pytest
 
 from export_pipelines.cli import main as cli
 from export_pipelines.defs.requests import (
@@ -13,8 +17,10 @@ from export_pipelines.defs.requests import (
     step_key_for,
 )
 from export_pipelines.defs.resources import SourceResource
+from export_pipelines.requests.ledger import RequestLedger
+from export_pipelines.source.database import SourceDatabase
 
-from .conftest import evaluate_failure_sensor, organization_ids
+from .conftest import evaluate_failure_sensor, organization_ids, scratch_postgres_database, seed
 from .test_requests import a_user, env, run, tick  # noqa: F401
 
 
@@ -125,3 +131,72 @@ def test_fifty_mixed_requests_settle_once_each_and_trace_to_their_step(env, inst
     assert statuses == {"COMPLETED": 44, "FAILED": 6}
     assert ledger.get(spoiled)["status"] == "FAILED"
     assert cli(["verify", str(store_dir)]) == 0
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def own_source(request, tmp_path) -> Iterator[SourceDatabase]:
+    """The demo data on each engine, in a database this test alone writes to."""
+    if request.param == "sqlite":
+        yield request.getfixturevalue("sqlite_source")
+        return
+    with scratch_postgres_database() as url:  # fails in CI without PostgreSQL
+        db = seed(SourceDatabase(url))
+        yield db
+        db.close()
+
+
+def test_a_tick_costs_statements_per_organization_not_per_row(own_source, instance, monkeypatch):
+    """Validation is set-based: 5x the rows over the same organizations, the same statements.
+
+    Every statement goes through `SourceDatabase.bind` (the one place `:name` parameters
+    become the engine's); counting its calls counts what a tick asks the database.
+    """
+    db = own_source
+    db.execute("DELETE FROM export_requests")
+    monkeypatch.setenv("EXPORT_REQUESTS_PER_HOUR", "100000")
+    ledger = RequestLedger(db)
+    orgs = organization_ids(db)
+    members = {org: a_user(db, admin=False, org=org)["id"] for org in orgs}
+    statements: list[str] = []
+    bind = SourceDatabase.bind
+
+    def counted(self, sql, params):
+        statements.append(sql)
+        return bind(self, sql, params)
+
+    def tick_over(count: int) -> tuple[int, dg.SensorResult, list[str], list[str]]:
+        asked, refused = [], []
+        for i in range(count):
+            org = orgs[i % len(orgs)]
+            export_type = (
+                "no_such_export" if i % 10 == 9 else ("scan_results", "credit_usage_report")[i % 2]
+            )
+            (refused if i % 10 == 9 else asked).append(
+                ledger.insert(org, members[org], export_type, "CSV")
+            )
+        statements.clear()
+        with monkeypatch.context() as patch:
+            patch.setattr(SourceDatabase, "bind", counted)
+            result = tick(instance, db)
+        return len(statements), result, asked, refused
+
+    few, _, _, _ = tick_over(20)
+    many, result, asked, refused = tick_over(100)
+
+    assert many == few, f"{few} statements for 20 rows, {many} for 100"
+    assert many <= 12, statements  # claim (2), reconcile (1), users, estimates, rate, reject (2)
+    # One shared run per organization, serving every valid row of the tick.
+    assert Counter(r.tags[ORG_TAG] for r in result.run_requests) == Counter(orgs)
+    served = [
+        i
+        for r in result.run_requests
+        for i in r.run_config["ops"]["waiting_requests"]["config"]["request_ids"]
+    ]
+    assert sorted(served) == sorted(asked)
+    for request_id in refused:
+        row = ledger.get(request_id)
+        assert row["status"] == "FAILED" and row["error_message"].startswith("unknown export type")
+        actions = db.fetch_table(
+            "SELECT action FROM audit_log WHERE target_id = :id", {"id": request_id}
+        )
+        assert actions.column("action").to_pylist() == ["export.failed"]

@@ -13,6 +13,7 @@ import os
 import re
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 
 import dagster as dg
 
@@ -26,13 +27,17 @@ from export_pipelines.requests.ledger import (
     utc_now,
 )
 from export_pipelines.requests.messages import people_message
-from export_pipelines.requests.validation import RequestRejected, validate
+from export_pipelines.requests.validation import RequestRejected, validate_many
+from export_pipelines.source.database import SourceDatabase
 
 REQUEST_TAG = "export/request_id"
 BATCH_TAG = "export/requests"  # a shared run: how many requests it serves
 BATCH_SIZE = 250
-CLAIMS_PER_TICK = 500
-CLAIM_CHUNK = 50
+# Validation is set-based (a few statements per chunk, not per row), so one tick claims
+# every waiting row and each organization gets about one run per tick; chunks keep a tick
+# within its budget with few rows claimed but not launched if the database is slow.
+CLAIMS_PER_TICK = 5000
+CLAIM_CHUNK = 500
 TICK_BUDGET_S = 20  # Dagster gives a sensor tick 60 s
 ORG_TAG = "export/org"
 USER_TAG = "export/user"
@@ -48,30 +53,63 @@ class ServeRequestsConfig(dg.Config):
     request_ids: list[str]
 
 
+@dataclass(frozen=True)
+class Checked:
+    """A request as its run found it, checked against the database at run time.
+
+    `status` and `run_id` are its row's (`status` None: no such request); `outcome` is its
+    deliverable, or why it may not be served: a `RequestRejected` (its sentence) or an
+    internal error, raised by its step like any other.
+    """
+
+    request_id: str
+    status: str | None
+    run_id: str | None
+    outcome: Deliverable | Exception | None
+
+
+def check_at_run_time(db: SourceDatabase, request_ids: list[str]) -> list[Checked]:
+    """Re-validate a run's requests together: one read of their rows, one set of checks.
+
+    The sensor sized them already (`estimate=False`); who asks, their filters, projects
+    and the rate limit are checked again against the database as it is now.
+    """
+    rows = RequestLedger(db).get_many(request_ids)
+    found = [rows[i] for i in request_ids if i in rows]
+    outcomes = dict(zip((r["id"] for r in found), validate_many(found, db, utc_now(), False)))
+    return [
+        Checked(i, rows[i]["status"], rows[i].get("run_id"), outcomes[i])
+        if i in rows
+        else Checked(i, None, None, None)
+        for i in request_ids
+    ]
+
+
 def serve_one(
     context: dg.OpExecutionContext,
-    request_id: str,
+    checked: Checked,
     source: SourceResource,
     store: StoreResource,
     work: WorkAreaResource,
 ) -> None:
-    """Serve one request: re-validate, build and publish, write the outcome back."""
+    """Serve one checked request: build and publish, write the outcome back."""
+    request_id = checked.request_id
     db = source.database()
     ledger = RequestLedger(db)
-    row = ledger.get(request_id)
-    if row is None:
+    if checked.status is None:
         raise dg.Failure(f"export request {request_id} does not exist", allow_retries=False)
     run_id = context.run.run_id
-    if row["status"] == "PROCESSING" and row.get("run_id") not in (None, run_id):
+    if checked.status == "PROCESSING" and checked.run_id not in (None, run_id):
         # Offered twice (a claim outlived its lease): the other run is serving it.
-        context.log.warning(f"request {request_id} is being served by run {row['run_id']}")
+        context.log.warning(f"request {request_id} is being served by run {checked.run_id}")
         return
-    try:
-        request = validate(row, db, utc_now(), estimate=False)
-    except RequestRejected as rejected:
+    if isinstance(checked.outcome, RequestRejected):
         # Not worth retrying: the row itself is wrong (it changed since the sensor saw it).
-        ledger.fail(request_id, str(rejected), context.retry_number)
-        raise dg.Failure(str(rejected), allow_retries=False) from None
+        ledger.fail(request_id, str(checked.outcome), context.retry_number)
+        raise dg.Failure(str(checked.outcome), allow_retries=False)
+    if isinstance(checked.outcome, Exception):
+        raise checked.outcome
+    request = checked.outcome
 
     if not ledger.start(request_id, run_id, context.retry_number):
         # Ended meanwhile (failed by the reconciler, expired): never flip it back.
@@ -133,7 +171,8 @@ def serve_export_request(
     store: StoreResource,
     work: WorkAreaResource,
 ):
-    serve_one(context, config.request_id, source, store, work)
+    (checked,) = check_at_run_time(source.database(), [config.request_id])
+    serve_one(context, checked, source, store, work)
 
 
 @dg.job(
@@ -155,12 +194,14 @@ def step_key_for(request_id: str) -> str:
 
 
 @dg.op(
-    out=dg.DynamicOut(str),
-    description="The waiting requests of one organization this run serves, one step each.",
+    out=dg.DynamicOut(Checked),
+    retry_policy=_RETRY,
+    description="The waiting requests of one organization this run serves, re-validated "
+    "together at run time; one step each.",
 )
-def waiting_requests(config: ServeRequestsConfig):
-    for request_id in dict.fromkeys(config.request_ids):
-        yield dg.DynamicOutput(request_id, mapping_key=step_key_for(request_id))
+def waiting_requests(config: ServeRequestsConfig, source: SourceResource):
+    for checked in check_at_run_time(source.database(), list(dict.fromkeys(config.request_ids))):
+        yield dg.DynamicOutput(checked, mapping_key=step_key_for(checked.request_id))
 
 
 @dg.op(
@@ -169,12 +210,12 @@ def waiting_requests(config: ServeRequestsConfig):
 )
 def serve_waiting_request(
     context: dg.OpExecutionContext,
-    request_id: str,
+    checked: Checked,
     source: SourceResource,
     store: StoreResource,
     work: WorkAreaResource,
 ):
-    serve_one(context, request_id, source, store, work)
+    serve_one(context, checked, source, store, work)
 
 
 @dg.job(
@@ -254,11 +295,39 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def _run_of(instance: dg.DagsterInstance, row: dict) -> dg.DagsterRun | None:
-    if row.get("run_id"):
-        return instance.get_run_by_id(row["run_id"])
-    runs = instance.get_runs(filters=dg.RunsFilter(tags={REQUEST_TAG: row["id"]}), limit=1)
-    return runs[0] if runs else None
+def _runs_of(instance: dg.DagsterInstance, rows: list[dict]) -> dict[str, dg.DagsterRun]:
+    """The run of each request that has one, by request id: two reads for any number.
+
+    A started request names its run; one not yet started is found by the tag of its run
+    of its own (a shared run that has not started it yet is still running or queued).
+    """
+    runs: dict[str, dg.DagsterRun] = {}
+    named = [r for r in rows if r.get("run_id")]
+    if named:
+        ids = sorted({r["run_id"] for r in named})
+        found = {run.run_id: run for run in instance.get_runs(dg.RunsFilter(run_ids=ids))}
+        runs.update({r["id"]: found[r["run_id"]] for r in named if r["run_id"] in found})
+    waiting = [r["id"] for r in rows if not r.get("run_id")]
+    if waiting:
+        for run in instance.get_runs(dg.RunsFilter(tags={REQUEST_TAG: waiting})):
+            runs.setdefault(run.tags[REQUEST_TAG], run)  # newest first
+    return runs
+
+
+def _why_unfinishable(
+    instance: dg.DagsterInstance, run: dg.DagsterRun, local_workers: bool
+) -> str | None:
+    """Why `run` can no longer finish, or None if it still may."""
+    if run.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED):
+        return f"the run {run.run_id} ended as {run.status.value}"
+    if run.status == dg.DagsterRunStatus.STARTED and local_workers:
+        pid = _worker_pid(instance, run.run_id)
+        if pid is None or _process_alive(pid):
+            return None
+        message = f"the run worker (pid {pid}) exited without finishing the run"
+        instance.report_run_failed(run, message=message)
+        return message
+    return None
 
 
 def reconcile_unfinished(instance: dg.DagsterInstance, ledger: RequestLedger, log) -> list[str]:
@@ -268,29 +337,50 @@ def reconcile_unfinished(instance: dg.DagsterInstance, ledger: RequestLedger, lo
     canceled, and — with the default launcher, whose run workers are local processes
     that Dagster's run monitoring cannot health-check — a run whose worker process died
     (killed, out of memory) and left the run STARTED and the request PENDING or PROCESSING.
+    Runs are read for all unfinished rows at once and each run is judged once, however
+    many requests it serves: a tick's cost follows the runs, not the waiting rows.
     """
     from dagster._core.launcher import DefaultRunLauncher
 
     local_workers = isinstance(instance.run_launcher, DefaultRunLauncher)
+    rows = ledger.unfinished()
+    runs = _runs_of(instance, rows)
+    verdicts: dict[str, str | None] = {}
     ended = []
-    for row in ledger.unfinished():
-        run = _run_of(instance, row)
+    for row in rows:
+        run = runs.get(row["id"])
         if run is None:
             continue  # not launched yet
-        if run.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED):
-            message = f"the run {run.run_id} ended as {run.status.value}"
-        elif run.status == dg.DagsterRunStatus.STARTED and local_workers:
-            pid = _worker_pid(instance, run.run_id)
-            if pid is None or _process_alive(pid):
-                continue
-            message = f"the run worker (pid {pid}) exited without finishing the run"
-            instance.report_run_failed(run, message=message)
-        else:
-            continue
-        if ledger.fail(row["id"], message):
+        if run.run_id not in verdicts:
+            verdicts[run.run_id] = _why_unfinishable(instance, run, local_workers)
+        message = verdicts[run.run_id]
+        if message is not None and ledger.fail(row["id"], message):
             log.warning(f"request {row['id']}: {message}")
             ended.append(row["id"])
     return ended
+
+
+_IN_FLIGHT = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+
+
+def _in_shared_runs(instance: dg.DagsterInstance) -> set[str]:
+    """The requests of shared runs queued or running: a claim of theirs that outlived its
+    lease (a long queue) is theirs to serve, not to be launched again in another batch.
+    (A run of its own needs no such care: its run key is the request id.)"""
+    runs = instance.get_runs(
+        dg.RunsFilter(job_name=serve_export_requests_job.name, statuses=_IN_FLIGHT)
+    )
+    ops = ((run.run_config or {}).get("ops", {}) for run in runs)
+    return {
+        i
+        for op in ops
+        for i in op.get("waiting_requests", {}).get("config", {}).get("request_ids", [])
+    }
 
 
 @dg.sensor(
@@ -312,27 +402,32 @@ def export_requests_sensor(context: dg.SensorEvaluationContext, source: SourceRe
     # Claimed a chunk at a time within a time budget, so a tick never outlives its deadline
     # with rows claimed but not launched.
     started = time.monotonic()
+    in_flight: set[str] | None = None
     while len(valid) + rejected < CLAIMS_PER_TICK and time.monotonic() - started < TICK_BUDGET_S:
-        rows = ledger.claim_pending(limit=CLAIM_CHUNK)
-        if not rows:
+        claimed = ledger.claim_pending(limit=CLAIM_CHUNK)
+        if not claimed:
             break
-        for row in rows:
-            try:
-                request = validate(row, db, utc_now())
-            except RequestRejected as error:
-                message = str(error)
-            except Exception:  # noqa: BLE001 - one bad row must not stop the others
-                context.log.exception(f"request {row.get('id')!r} could not be validated")
-                message = (
-                    "the request could not be read; check its export type, format, filters and "
-                    "parameters against the documentation"
-                )
-            else:
-                valid.append(request)
+        if in_flight is None:
+            in_flight = _in_shared_runs(context.instance)
+        rows = [row for row in claimed if row["id"] not in in_flight]
+        refusals = {}
+        for row, result in zip(rows, validate_many(rows, db, utc_now())):
+            if isinstance(result, Deliverable):
+                valid.append(result)
                 continue
-            rejected += 1
-            context.log.info(f"rejected request {row['id']}: {message}")
-            ledger.reject(row["id"], message)
+            if not isinstance(result, RequestRejected):  # one bad row must not stop the others
+                context.log.error(
+                    f"request {row.get('id')!r} could not be validated", exc_info=result
+                )
+            refusals[row["id"]] = (
+                str(result)
+                if isinstance(result, RequestRejected)
+                else "the request could not be read; check its export type, format, filters "
+                "and parameters against the documentation"
+            )
+            context.log.info(f"rejected request {row['id']}: {refusals[row['id']]}")
+        ledger.reject_many(refusals)
+        rejected += len(refusals)
     run_requests = run_requests_for(valid)
     if not run_requests and not rejected and not ended:
         return dg.SkipReason("no new export requests")

@@ -39,6 +39,7 @@ CLAIM_LEASE = dt.timedelta(minutes=5)
 
 MESSAGE_LIMIT = 2000
 _AGENT = "export_pipelines"
+ROWS_PER_STATEMENT = 500  # set-based reads and writes: at most this many rows bound at once
 
 
 def utc_now() -> dt.datetime:
@@ -120,6 +121,19 @@ class RequestLedger:
             "SELECT * FROM export_requests WHERE id = :id", {"id": request_id}
         )
         return rows[0] if rows else None
+
+    def get_many(self, request_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The rows of `request_ids` that exist, by id: one read per `ROWS_PER_STATEMENT`."""
+        found: dict[str, dict[str, Any]] = {}
+        ids = list(dict.fromkeys(request_ids))
+        for start in range(0, len(ids), ROWS_PER_STATEMENT):
+            names = {f"r{i}": rid for i, rid in enumerate(ids[start : start + ROWS_PER_STATEMENT])}
+            listed = ", ".join(f":{name}" for name in names)
+            for row in self.db.fetch_rows(
+                f"SELECT * FROM export_requests WHERE id IN ({listed})", names
+            ):
+                found[row["id"]] = row
+        return found
 
     def claim_pending(
         self,
@@ -212,13 +226,35 @@ class RequestLedger:
 
     def reject(self, request_id: str, message: str) -> bool:
         """A PENDING request that will not be served; return True if it changed."""
-        return self._transition(
-            request_id,
-            (PENDING,),
-            "status = :status, error_message = :message, completed_at = :now, started_at = NULL",
-            {"status": FAILED, "message": _safe_text(message), "now": utc_now()},
-            audit="export.failed",
-        )
+        return request_id in self.reject_many({request_id: message})
+
+    def reject_many(self, refusals: Mapping[str, str]) -> set[str]:
+        """Refuse PENDING requests, each with its sentence; return the ids that changed.
+
+        One transaction, and two statements per `ROWS_PER_STATEMENT` rows whatever their
+        number: the guarded UPDATE … RETURNING, then their `export.failed` audit entries.
+        """
+        items = list(refusals.items())
+        changed: set[str] = set()
+        with self._transaction() as run:
+            for start in range(0, len(items), ROWS_PER_STATEMENT):
+                chunk = range(len(items[start : start + ROWS_PER_STATEMENT]))
+                params: dict[str, Any] = {"status": FAILED, "pending": PENDING, "now": utc_now()}
+                for i in chunk:
+                    request_id, message = items[start + i]
+                    params.update({f"i{i}": request_id, f"m{i}": _safe_text(message)})
+                cases = " ".join(f"WHEN :i{i} THEN :m{i}" for i in chunk)
+                listed = ", ".join(f":i{i}" for i in chunk)
+                ended = run(
+                    f"UPDATE export_requests SET status = :status, error_message = CASE id "
+                    f"{cases} END, completed_at = :now, started_at = NULL "
+                    f"WHERE status = :pending AND id IN ({listed}) "
+                    "RETURNING id, organization_id, user_id",
+                    params,
+                )
+                self._audit_many(run, ended, "export.failed")
+                changed.update(row["id"] for row in ended)
+        return changed
 
     def start(self, request_id: str, run_id: str, attempt: int) -> bool:
         """The run's worker begins (or retries) a PENDING or PROCESSING request.
@@ -373,23 +409,48 @@ class RequestLedger:
         target_id: str,
         occurred_at: dt.datetime | None = None,
     ) -> bool:
-        # Only what exists is referenced (audit_log has foreign keys to organizations and
-        # users on PostgreSQL; SQLite keeps the same rule so both logs read alike).
+        row = {"organization_id": organization_id, "user_id": actor_user_id, "id": target_id}
+        return bool(self._audit_many(run, [row], action, occurred_at))
+
+    def _audit_many(
+        self,
+        run: Run,
+        requests: Sequence[Mapping[str, Any]],
+        action: str,
+        occurred_at: dt.datetime | None = None,
+    ) -> int:
+        """One audit entry per request (its `id`, `organization_id`, `user_id` as actor).
+
+        Only what exists is referenced (audit_log has foreign keys to organizations and
+        users on PostgreSQL; SQLite keeps the same rule so both logs read alike): no entry
+        for an organization that does not exist, a NULL actor for a user who does not.
+        """
+        if not requests:
+            return 0
+        params: dict[str, Any] = {
+            "action": _safe_text(action),
+            "target_type": "export_request",
+            "agent": _AGENT,
+            "at": occurred_at or utc_now(),
+        }
+        values = []
+        for i, request in enumerate(requests):
+            params.update(
+                {
+                    f"id{i}": str(uuid.uuid4()),
+                    f"org{i}": _safe_text(request["organization_id"], None),
+                    f"actor{i}": _safe_text(request["user_id"], None),
+                    f"target{i}": _safe_text(request["id"], None),
+                }
+            )
+            values.append(f"(:id{i}, :org{i}, :actor{i}, :target{i})")
         written = run(
+            f"WITH v (id, org, actor, target) AS (VALUES {', '.join(values)}) "
             "INSERT INTO audit_log (id, organization_id, actor_user_id, action, target_type, "
             "target_id, ip_address, user_agent, occurred_at) "
-            "SELECT :id, o.id, (SELECT u.id FROM users u WHERE u.id = :actor), :action, "
-            ":target_type, :target, NULL, :agent, :at FROM organizations o WHERE o.id = :org "
+            "SELECT v.id, o.id, u.id, :action, :target_type, v.target, NULL, :agent, :at "
+            "FROM v JOIN organizations o ON o.id = v.org LEFT JOIN users u ON u.id = v.actor "
             "RETURNING id",
-            {
-                "id": str(uuid.uuid4()),
-                "org": _safe_text(organization_id, None),
-                "actor": _safe_text(actor_user_id, None),
-                "action": _safe_text(action),
-                "target_type": "export_request",
-                "target": _safe_text(target_id, None),
-                "agent": _AGENT,
-                "at": occurred_at or utc_now(),
-            },
+            params,
         )
-        return bool(written)
+        return len(written)
