@@ -85,6 +85,15 @@ def work_dir() -> Path:
     return Path(os.environ.get("EXPORT_WORK_DIR", str(data_dir() / "work"))).resolve()
 
 
+WORK_URL_VAR = "EXPORT_WORK_URL"
+
+
+def work_url() -> str:
+    """Where stages hand versions to each other when machines share no disk (s3://…);
+    empty: the local work area alone."""
+    return os.environ.get(WORK_URL_VAR, "").strip()
+
+
 def retention_days() -> int:
     return int(os.environ.get("EXPORT_RETENTION_DAYS", "7"))
 

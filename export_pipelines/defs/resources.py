@@ -16,7 +16,7 @@ from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
 from export_pipelines import settings
-from export_pipelines.pipeline.workarea import WorkArea
+from export_pipelines.pipeline.workarea import SharedLocation, WorkArea
 from export_pipelines.source.database import SourceDatabase
 from export_pipelines.store import Store, open_store
 
@@ -49,12 +49,52 @@ class StoreResource(dg.ConfigurableResource):
 
 
 class WorkAreaResource(dg.ConfigurableResource):
-    """The stages' private working area (Parquet per partition)."""
+    """The stages' private working area (Parquet per partition).
+
+    `path` alone: one local folder, which every stage of a partition must see. With `url`
+    the stages hand their versions through S3 instead and `path` is this machine's cache,
+    so each step may run in its own pod or task with an empty disk.
+    """
 
     path: str
+    url: str = Field(
+        default="",
+        description="`s3://bucket/prefix` from EXPORT_WORK_URL; empty: the local folder only.",
+    )
 
     def work_area(self) -> WorkArea:
-        return WorkArea(Path(self.path))
+        url = self.url.strip()
+        if not url:
+            return WorkArea(Path(self.path))
+        # A client of its own, configured as the store's (S3Resource's defaults): boto3
+        # reads AWS_* and AWS_ENDPOINT_URL itself, in the process that uses it.
+        return WorkArea(Path(self.path), SharedLocation(url, S3Resource().get_client()))
+
+
+def shared_work_url(store_url: str) -> str:
+    """EXPORT_WORK_URL, checked when the definitions load; empty when unset.
+
+    It must not overlap the store: `verify`, the expiry job and consumers read the store,
+    and the work area's objects are no deliverable.
+    """
+    url = settings.work_url()
+    if not url:
+        return ""
+    bucket, prefix = SharedLocation.parse(url)
+    if store_url.startswith("s3://"):
+        store_bucket, store_prefix = SharedLocation.parse(store_url)
+        if bucket == store_bucket and _nested(prefix, store_prefix):
+            raise ValueError(
+                f"{settings.WORK_URL_VAR} ({url}) overlaps the store ({store_url}): the work area must "
+                "be a prefix of its own, outside the published exports"
+            )
+    return url
+
+
+def _nested(first: str, second: str) -> bool:
+    """Whether one '/'-separated prefix holds the other (the empty prefix holds everything)."""
+    a, b = f"{first}/".lstrip("/"), f"{second}/".lstrip("/")
+    return a.startswith(b) or b.startswith(a)
 
 
 def from_environment(name: str, default: str) -> str:
@@ -73,6 +113,8 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
         "store": StoreResource(
             url=from_environment(settings.STORE_URL_VAR, settings.default_store_url()), s3=s3
         ),
-        "work": WorkAreaResource(path=str(settings.work_dir())),
+        "work": WorkAreaResource(
+            path=str(settings.work_dir()), url=shared_work_url(settings.store_url())
+        ),
         "s3": s3,
     }
