@@ -16,12 +16,15 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 # The main command: the UI on http://127.0.0.1:3000 with the embedded demo database
-# created, seeded, and its organizations registered as partitions.
+# created, seeded, and its organizations registered as partitions. `dagster dev` warns once
+# that `dg dev` supersedes it (dg is not installed here): that line is silenced; the code's
+# own beta warnings are silenced in export_pipelines/defs/__init__.py.
 dev: install
 	mkdir -p $(DAGSTER_HOME)
 	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/export-pipelines sync-orgs
-	$(BIN)/dagster dev -h 127.0.0.1 -p $(DAGSTER_PORT) -w workspace.yaml
+	PYTHONWARNINGS='ignore:Function `dev_command` is superseded' \
+	  $(BIN)/dagster dev -h 127.0.0.1 -p $(DAGSTER_PORT) -w workspace.yaml
 
 # Debian packages some tests use when present (LibreOffice converts our xlsx files);
 # installed when missing and possible, never fatal.
