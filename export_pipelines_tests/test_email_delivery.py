@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import datetime as dt
 import io
 import os
 import re
@@ -19,19 +20,27 @@ import pyarrow.parquet as pq
 import pytest
 
 from export_pipelines.delivery.email import (
+    About,
+    Download,
+    Person,
     compose_failure_email,
+    compose_message,
     compose_report_email,
     human_size,
-    report_message,
     send_report,
 )
+from export_pipelines.delivery.layout import Paragraph
 from export_pipelines.settings import SmtpSettings
 
 from .smtp_server import Received, SmtpServer
 
 SENDER = "exports@reports.example.com"
 RECIPIENTS = ["alice@acme.example.com", "bob@acme.example.com"]
-PERIOD = "2026-03-01 to 2026-03-07"
+FIRST, LAST = dt.date(2026, 3, 1), dt.date(2026, 3, 7)
+PERIOD = "2026-03-01 to 2026-03-07"  # the exact dates, in the details
+PERIOD_FOR_PEOPLE = "1–7 March 2026"  # in the subject and the first sentence
+READABLE = "Scan results — Acme Corp — 2026-03-01 to 2026-03-07.csv"
+OWNER = Person("owner@acme.example.com", "Olivia Owner")
 ROWS = [
     ["scan_id", "project", "owner", "score"],
     ["scan-001", "Website", "Amélie Dubois", "0.5"],
@@ -68,16 +77,32 @@ def body_text(received: Received) -> str:
     return received.message.get_body(preferencelist=("plain",)).get_content()
 
 
-def report(settings: SmtpSettings, file: Path, *, limit: int, url: str | None = None, **kw):
-    fields = {
-        "recipients": RECIPIENTS,
-        "export_title": "Scan results",
-        "organization_name": "Acme Corp",
-        "period_label": PERIOD,
-        "row_count": 1234,
-    } | kw
+def about(organization: str = "Acme Corp", **kw) -> About:
+    fields = {"first": FIRST, "last": LAST, "cadence": "weekly", "owner": OWNER} | kw
+    return About("sub-1", "Scan results", organization, **fields)
+
+
+def report(
+    settings: SmtpSettings,
+    file: Path,
+    *,
+    limit: int,
+    url: str | None = None,
+    organization_name: str = "Acme Corp",
+    row_count: int = 1234,
+    name: str = READABLE,
+):
+    download = Download(url, dt.datetime(2026, 3, 15, 6, tzinfo=dt.timezone.utc)) if url else None
     return compose_report_email(
-        settings, file=file, download_url=url, max_attachment_bytes=limit, **fields
+        settings,
+        about(organization_name),
+        RECIPIENTS,
+        row_count,
+        {"Scans": row_count},
+        file,
+        name,
+        download,
+        limit,
     )
 
 
@@ -92,15 +117,15 @@ def test_report_arrives_with_the_file_attached_byte_for_byte(smtp, tmp_path):
     assert got.mail_from == SENDER
     assert got.rcpt_tos == RECIPIENTS
     assert got.message["To"].addresses[1].addr_spec == RECIPIENTS[1]
-    assert got.message["Subject"] == f"Scan results for Acme Corp — {PERIOD} (1,234 rows)"
+    assert got.message["Subject"] == f"Scan results for Acme Corp — {PERIOD_FOR_PEOPLE}"
     body = body_text(got)
     assert "Acme Corp" in body
     assert PERIOD in body
     assert "1,234" in body
-    assert f"attached: {file.name} ({human_size(file.stat().st_size)})" in body
+    assert f"attached: {READABLE} ({human_size(file.stat().st_size)})" in body
     assert unused_url not in body
     [attachment] = got.message.iter_attachments()
-    assert attachment.get_filename() == file.name
+    assert attachment.get_filename() == READABLE
     assert attachment.get_content_type() == "text/csv"
     data = attachment.get_payload(decode=True)
     assert data == file.read_bytes()
@@ -127,11 +152,11 @@ def test_attachment_type_follows_the_extension(smtp, tmp_path, name, content_typ
     file = tmp_path / name
     file.write_bytes(os.urandom(300) + b"\r\n\x00\r\n")  # bytes no text encoding would keep
 
-    send_report(settings, report(settings, file, limit=1 << 20))
+    send_report(settings, report(settings, file, limit=1 << 20, name=f"Readable {name}"))
 
     [attachment] = only(smtp).message.iter_attachments()
     assert attachment.get_content_type() == content_type
-    assert attachment.get_filename() == name
+    assert attachment.get_filename() == f"Readable {name}"
     assert attachment.get_payload(decode=True) == file.read_bytes()
 
 
@@ -163,13 +188,14 @@ def test_a_file_over_the_limit_is_linked_instead_of_attached(smtp, tmp_path, sla
     body = body_text(got)
     attachments = list(got.message.iter_attachments())
     if attached:
-        assert [a.get_filename() for a in attachments] == [file.name]
+        assert [a.get_filename() for a in attachments] == [READABLE]
         assert url not in body
     else:
         assert attachments == []
-        assert got.message.get_content_type() == "text/plain"
+        assert got.message.get_content_type() == "multipart/alternative"
         assert url in body
-        assert file.name in body
+        assert READABLE in body
+        assert "until 15 March 2026 06:00 UTC" in body
         assert "attached:" not in body
 
 
@@ -188,7 +214,7 @@ def test_failure_email_reaches_the_owner(smtp):
     send_report(
         settings,
         compose_failure_email(
-            settings, "owner@acme.example.com", subscription, "Scan results", PERIOD, error
+            settings, OWNER, dataclasses.replace(about(), subscription_id=subscription), error
         ),
     )
 
@@ -196,7 +222,7 @@ def test_failure_email_reaches_the_owner(smtp):
     assert got.rcpt_tos == ["owner@acme.example.com"]
     assert "failed" in got.message["Subject"].lower()
     assert "Scan results" in got.message["Subject"]
-    assert PERIOD in got.message["Subject"]
+    assert PERIOD_FOR_PEOPLE in got.message["Subject"]
     body = body_text(got)
     assert subscription in body
     assert PERIOD in body
@@ -207,10 +233,8 @@ def test_failure_email_reaches_the_owner(smtp):
 def test_failure_email_quotes_a_long_error_only_in_part(tmp_path):
     settings = SmtpSettings("127.0.0.1", 25, SENDER, None, None, False)
     error = "Traceback line\n" * 2_000
-    message = compose_failure_email(
-        settings, "o@example.com", "sub-1", "Scan results", PERIOD, error
-    )
-    body = message.get_content()
+    sent = compose_failure_email(settings, OWNER, about(), error)
+    body = sent.get_body(preferencelist=("plain",)).get_content()
     assert "Traceback line" in body
     assert len(body) < len(error) // 5
 
@@ -225,7 +249,7 @@ def test_unicode_organization_names_survive(smtp, tmp_path, organization):
     send_report(settings, report(settings, file, limit=1 << 20, organization_name=organization))
 
     got = only(smtp)
-    assert got.message["Subject"] == f"Scan results for {organization} — {PERIOD} (1,234 rows)"
+    assert got.message["Subject"] == f"Scan results for {organization} — {PERIOD_FOR_PEOPLE}"
     assert f"for {organization}" in body_text(got)
     # Headers travel RFC 2047-encoded: no SMTPUTF8 needed (the test server doesn't offer it).
     raw_headers = re.split(rb"\r?\n\r?\n", got.raw, maxsplit=1)[0]
@@ -249,7 +273,7 @@ def test_a_newline_in_an_organization_name_cannot_add_headers(smtp, tmp_path):
 
 def test_report_message_without_recipients_is_refused():
     with pytest.raises(ValueError, match="recipient"):
-        report_message(SENDER, [], "Subject", "Body", None, None)
+        compose_message(SENDER, [], "Subject", [Paragraph("Body")])
 
 
 def test_a_partly_refused_delivery_raises_naming_the_refused_address(tmp_path):
@@ -268,7 +292,7 @@ def test_sending_to_a_closed_port_raises_connection_refused(tmp_path):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     settings = SmtpSettings("127.0.0.1", port, SENDER, None, None, False)
-    message = report_message(SENDER, RECIPIENTS, "Subject", "Body", None, None)
+    message = compose_message(SENDER, RECIPIENTS, "Subject", [Paragraph("Body")])
     with pytest.raises(ConnectionRefusedError):
         send_report(settings, message, timeout=5)
 
@@ -296,7 +320,7 @@ def test_starttls_then_login_delivers(tls_smtp, tmp_path):
 
 def test_a_wrong_password_is_an_authentication_error(tls_smtp):
     settings = settings_for(tls_smtp, starttls=True, user="reports", password="wrong")
-    message = report_message(SENDER, RECIPIENTS, "Subject", "Body", None, None)
+    message = compose_message(SENDER, RECIPIENTS, "Subject", [Paragraph("Body")])
     with pytest.raises(smtplib.SMTPAuthenticationError):
         send_report(settings, message)
     assert tls_smtp.received == []
@@ -304,7 +328,7 @@ def test_a_wrong_password_is_an_authentication_error(tls_smtp):
 
 def test_without_starttls_the_server_offers_no_auth(tls_smtp):
     settings = settings_for(tls_smtp, starttls=False, user="reports", password="s3cret")
-    message = report_message(SENDER, RECIPIENTS, "Subject", "Body", None, None)
+    message = compose_message(SENDER, RECIPIENTS, "Subject", [Paragraph("Body")])
     with pytest.raises(smtplib.SMTPNotSupportedError):
         send_report(settings, message)
     assert tls_smtp.received == []
@@ -314,7 +338,7 @@ def test_starttls_verifies_the_certificate(tls_smtp, monkeypatch):
     # Only the system's CAs now: the self-signed certificate must be rejected.
     monkeypatch.delenv("SSL_CERT_FILE")
     settings = settings_for(tls_smtp, starttls=True, user="reports", password="s3cret")
-    message = report_message(SENDER, RECIPIENTS, "Subject", "Body", None, None)
+    message = compose_message(SENDER, RECIPIENTS, "Subject", [Paragraph("Body")])
     with pytest.raises(ssl.SSLCertVerificationError):
         send_report(settings, message)
     assert tls_smtp.received == []
@@ -322,7 +346,7 @@ def test_starttls_verifies_the_certificate(tls_smtp, monkeypatch):
 
 def test_user_without_password_is_a_configuration_error(smtp):
     settings = settings_for(smtp, user="reports")
-    message = report_message(SENDER, RECIPIENTS, "Subject", "Body", None, None)
+    message = compose_message(SENDER, RECIPIENTS, "Subject", [Paragraph("Body")])
     with pytest.raises(ValueError, match="EXPORT_SMTP_PASSWORD"):
         send_report(settings, message)
     assert smtp.received == []

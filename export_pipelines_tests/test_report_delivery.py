@@ -120,7 +120,7 @@ def assert_refused(db, instance, smtp, store_dir, request, resources, owner, say
     )
     (told,) = smtp.received
     assert told.rcpt_tos == [owner["email"]]
-    body = told.message.get_content()
+    body = told.message.get_body(preferencelist=("plain",)).get_content()
     assert "The subscription no longer passes its checks" in body and "retried" not in body
     (error_line,) = [line for line in body.splitlines() if line.startswith("Error: ")]
     assert says in error_line
@@ -162,7 +162,7 @@ def test_a_refused_recipient_costs_the_accepted_one_no_extra_copy(
     told = [m for m in smtp.received if m.rcpt_tos == [owner["email"]]]
     assert len(told) == 1, "the owner is told, once"
     assert told[0].message["Subject"].startswith("Partly delivered: ")
-    body = told[0].message.get_content()
+    body = told[0].message.get_body(preferencelist=("plain",)).get_content()
     assert gone in body and "550 5.1.1 No such mailbox" in body and accepted in body
     assert not list(told[0].message.iter_attachments())
 

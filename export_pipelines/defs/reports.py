@@ -2,16 +2,13 @@
 
 Three UTC schedules — daily, weekly (Mondays) and monthly (the 1st) — each launch one run
 per due subscription and period, keyed `<subscription>:<first day>:<last day>`, so a
-replayed tick or a retried launch never delivers twice. The run checks the subscription
-exactly like a request by its owner, against the database as it is then (an owner who
-lost the right to the type, or left the organization, gets nothing delivered, to anyone),
-and its recipients against the recipient policy (delivery/recipients.py: how many, what
-an address is, which domains), builds one file over the period through the deliverable
-pipeline, publishes it under `reports/<subscription>/<period>/` with a manifest, emails it
-(attached, or linked when large), writes the `delivery.json` receipt, and only then sets
-`last_run_at`. A recipient the email server refuses does not cost the others a second copy:
-the report counts as delivered to the accepted ones, the refused are recorded in the
-receipt and the run log, and the owner is told once.
+replayed tick or a retried launch never delivers twice. The run's body is the core's
+`delivery.report_run.deliver_period`: check the subscription like a request by its owner
+and its recipients against the policy, build and publish the period's file, email it to
+people (totals, the organization's name, a readable attachment name, how to stop it),
+write the `delivery.json` receipt, then set `last_run_at`. Here it only becomes an op whose
+`NotDelivered` is a failure never retried within the run (marked `refused` when the
+subscription fails its checks).
 
 A run that fails tells the owner (`report_failure_sensor`, which never raises). Each tick of
 `daily_reports` also retries undelivered periods of every cadence: a recent period (the
@@ -22,32 +19,14 @@ never retried; a delivered period (its receipt exists) is never sent again.
 """
 
 import datetime as dt
-import json
-import os
 
 import dagster as dg
 
 from export_pipelines import settings
-from export_pipelines.catalog import CATALOG
-from export_pipelines.catalog.spec import Window
 from export_pipelines.defs.resources import SourceResource, StoreResource, WorkAreaResource
-from export_pipelines.delivery.email import (
-    compose_failure_email,
-    compose_partial_delivery_email,
-    compose_report_email,
-    one_line,
-    send_message,
-    send_report,
-    smtp_reply,
-)
-from export_pipelines.delivery.recipients import check_recipients
-from export_pipelines.pipeline.build import build_deliverable
+from export_pipelines.delivery.email import compose_failure_email, one_line, send_report
+from export_pipelines.delivery.report_run import NotDelivered, deliver_period, failure_about
 from export_pipelines.requests.ledger import utc_now
-from export_pipelines.requests.validation import (
-    RequestRejected,
-    id_in_message,
-    validate_subscription,
-)
 
 SUBSCRIPTION_TAG = "export/subscription"
 PERIOD_TAG = "export/period"
@@ -82,10 +61,6 @@ def due_period(cadence: str, today: dt.date) -> tuple[dt.date, dt.date] | None:
         last = today - dt.timedelta(days=1)
         return last.replace(day=1), last
     raise ValueError(f"unknown cadence {cadence!r}; expected daily, weekly or monthly")
-
-
-def max_attachment_bytes() -> int:
-    return int(os.environ.get("EXPORT_MAX_ATTACHMENT_BYTES", str(10 * 1024 * 1024)))
 
 
 def active_subscriptions(db, cadence: str | None = None) -> list[dict]:
@@ -232,131 +207,24 @@ def deliver_report(
     store: StoreResource,
     work: WorkAreaResource,
 ):
-    db = source.database()
-    rows = db.fetch_rows(
-        "SELECT * FROM report_subscriptions WHERE id = :id", {"id": config.subscription_id}
-    )
-    if not rows:
-        raise dg.Failure(
-            f"subscription {config.subscription_id} does not exist", allow_retries=False
-        )
-    sub = rows[0]
-    first, last = dt.date.fromisoformat(config.date_from), dt.date.fromisoformat(config.date_to)
-    label = Window.for_days(first, last).label
     try:
-        # At every delivery, against the database as it is now: who may still receive it.
-        report = validate_subscription(sub, db, first, last)
-        try:
-            recipients = check_recipients(db, report.organization_id, report.recipients)
-        except ValueError as misconfigured:  # EXPORT_RECIPIENT_DOMAINS, _MAX_RECIPIENTS
-            # Not the subscription's fault: no refusal, so later ticks retry the period.
-            raise dg.Failure(
-                f"report {id_in_message(sub['id'])} for {label} was not delivered: the recipient policy is "
-                f"misconfigured ({misconfigured})",
-                allow_retries=False,
-            ) from None
-    except RequestRejected as refused:
+        deliver_period(
+            source.database(),
+            store.store(),
+            work.work_area(),
+            config.subscription_id,
+            dt.date.fromisoformat(config.date_from),
+            dt.date.fromisoformat(config.date_to),
+            context.run_id,
+            context.log,
+        )
+    except NotDelivered as not_delivered:
+        # Final for this run; a refusal is marked, so that no later tick retries it.
         raise dg.Failure(
-            f"report {id_in_message(sub['id'])} for {label} was not delivered: {refused}",
+            str(not_delivered),
             allow_retries=False,
-            metadata={"refused": True},
+            metadata={"refused": True} if not_delivered.refused else None,
         ) from None
-    target = store.store()
-    folder = report.folder
-    receipt = f"{folder}/delivery.json"
-    if target.exists(receipt):
-        # A replayed tick, a retried period or a manual re-run: delivered already.
-        context.log.info(f"{sub['id']} {first}..{last} was already delivered; nothing sent")
-        return
-    built = build_deliverable(report, db, work.work_area(), target, context.run_id)
-    file = built.file
-    context.log.info(f"published {file.location} ({file.rows:,} rows, {file.bytes:,} bytes)")
-
-    smtp = settings.smtp_settings()
-    delivered_to: list[str] = []
-    refused: dict[str, str] = {}
-    if smtp is None:
-        context.log.warning(
-            "email delivery skipped: EXPORT_SMTP_HOST is not set; the report is published "
-            f"at {file.location}"
-        )
-    else:
-        organization = db.scalar(
-            "SELECT name FROM organizations WHERE id = :id", {"id": report.organization_id}
-        )
-        link = target.download_url(f"{folder}/{file.name}", settings.retention_days() * 24 * 3600)
-        with work.work_area().scratch(".report-") as scratch:
-            attachment = scratch / file.name
-            target.download(f"{folder}/{file.name}", attachment)
-            message = compose_report_email(
-                smtp,
-                list(recipients),
-                report.spec.title,
-                organization or report.organization_id,
-                report.window.label,
-                file.rows,
-                attachment,
-                link,
-                max_attachment_bytes(),
-            )
-            # Raises (and is retried) only when nothing was sent: every recipient refused,
-            # or no server. Refused *some*: delivered to the rest, who must not get it twice.
-            refusals = send_message(smtp, message)
-        refused = {address: smtp_reply(reply) for address, reply in refusals.items()}
-        delivered_to = [r for r in recipients if r not in refused]
-        context.log.info(f"emailed to {', '.join(delivered_to)}")
-        if refused:
-            context.log.warning(
-                f"the email server refused {len(refused)} recipient(s) of {sub['id']} "
-                f"{first}..{last}, which got nothing: "
-                + "; ".join(f"{address} ({reply})" for address, reply in refused.items())
-            )
-    target.put_bytes(
-        json.dumps(
-            {
-                "subscription_id": sub["id"],
-                "period": [str(first), str(last)],
-                "file": file.name,
-                "sha256": file.sha256,
-                "emailed": smtp is not None,
-                "delivered_to": delivered_to,
-                "refused": refused,
-                "delivered_at": utc_now().isoformat(),
-                "run_id": context.run_id,
-            }
-        ).encode(),
-        receipt,
-    )
-    db.execute(
-        "UPDATE report_subscriptions SET last_run_at = :now WHERE id = :id",
-        {"now": utc_now(), "id": sub["id"]},
-    )
-    if refused and smtp is not None:
-        # Once, after the receipt: a retry of this step finds the receipt and sends nothing.
-        _tell_owner_of_refusals(
-            context, db, smtp, sub, report.spec.title, label, delivered_to, refused
-        )
-
-
-def _tell_owner_of_refusals(context, db, smtp, sub, title, label, delivered_to, refused) -> None:
-    """Email the owner which recipients were refused; a failure here is logged, not raised
-    (the report was delivered, and the refusals are in the receipt and the run log)."""
-    try:
-        owner = db.scalar("SELECT email FROM users WHERE id = :id", {"id": sub["user_id"]})
-        if not owner:
-            raise ValueError(f"the owner {sub['user_id']} has no email address")
-        send_report(
-            smtp,
-            compose_partial_delivery_email(
-                smtp, owner, sub["id"], title, label, delivered_to, refused
-            ),
-        )
-        context.log.info(f"told the owner {owner} about the refused recipients")
-    except Exception as error:  # noqa: BLE001 - the delivery stands; say why the notice did not
-        context.log.warning(
-            f"could not tell the owner of {sub['id']} about the refused recipients: "
-            f"{type(error).__name__}: {one_line(str(error))}"
-        )
 
 
 @dg.job(description="Deliver one recurring report (launched by the report schedules).")
@@ -419,35 +287,23 @@ def _tell_owner_of_failure(context: dg.RunFailureSensorContext, source: SourceRe
     smtp = settings.smtp_settings()
     if not subscription_id or smtp is None:
         return
-    db = source.database()
-    owner = db.fetch_rows(
-        "SELECT u.email, s.export_type, s.cadence, s.active FROM report_subscriptions s "
-        "JOIN users u ON u.id = s.user_id WHERE s.id = :id",
-        {"id": subscription_id},
-    )
-    if not owner:
+    period = context.dagster_run.tags.get(PERIOD_TAG, "")
+    found = failure_about(source.database(), subscription_id, period)
+    if found is None:
         context.log.warning(f"subscription {subscription_id} or its owner no longer exists")
         return
-    period_label = context.dagster_run.tags.get(PERIOD_TAG, "")
-    first, _, last = period_label.partition("..")
-    period = first if first == last else f"{first} to {last}"
-    export_type = owner[0]["export_type"]
-    spec = CATALOG.get(export_type.strip().lower()) if isinstance(export_type, str) else None
-    # An unknown type (the refusal says so) is named as stored, on one bounded line.
-    spec_title = spec.title if spec else one_line(str(export_type))[:80] or "report"
+    sub, about = found
     refused = was_refused(context.get_step_failure_events())
     send_report(
         smtp,
         compose_failure_email(
             smtp,
-            owner[0]["email"],
-            subscription_id,
-            spec_title,
-            period,
+            about.owner,
+            about,
             failure_message(context),
             refused=refused,
             retry_later=not refused
-            and _will_be_retried(context.instance, owner[0], subscription_id, period_label),
+            and _will_be_retried(context.instance, sub, subscription_id, period),
         ),
     )
 
