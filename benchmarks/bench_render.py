@@ -166,18 +166,31 @@ def _xlsxwriter(fmt: str, source: Path, out: Path) -> int:
 
 def _ours(fmt: str, source: Path, out: Path) -> int:
 
+    import datetime as dt
+
+    import pyarrow.parquet as pq
+
+    from export_pipelines.catalog import CATALOG
     from export_pipelines.render import ExportFormat, RenderOptions, ReportContext, render
 
+    spec = CATALOG["scan_results"]
     reader = _stream(source)
+    # What a real deliverable passes: the data's own organization, the spec's columns and
+    # charts, a month's window.
+    organization = pq.ParquetFile(source).read_row_group(0, columns=["organization_id"])
     context = ReportContext(
-        export_type="orders",
-        title="Orders benchmark",
-        organization_id="org-bench",
+        export_type=spec.key,
+        title=spec.title,
+        organization_id=organization.column(0)[0].as_py(),
         period="2026-01",
-        as_of="2026-01-31T23:59:59Z",
+        as_of="2026-02-01 00:00 UTC",
         summary=(("Source", "benchmarks/bench_data.py"),),
-        full_file_name="orders.csv.gz",
-        chart=("scanned_at", "dcs_score", "line") if fmt == "PDF" else None,
+        full_file_name="scan_results.csv.gz",
+        organization_name="Bench organization",
+        columns=spec.columns,
+        charts=spec.charts,
+        window_start=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+        window_end=dt.datetime(2026, 2, 1, tzinfo=dt.timezone.utc),
     )
     rendered = render(ExportFormat(fmt), reader, out, RenderOptions(), context)
     return rendered.rows

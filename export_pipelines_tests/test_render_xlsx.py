@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import math
-import shutil
-import subprocess
 import zipfile
 
 import openpyxl
 import pyarrow as pa
 import pytest
 
+from export_pipelines.columns import Role, Unit, integer, number, string, timestamp
 from export_pipelines.render import ExportFormat, RenderOptions
 from export_pipelines.render.xlsx import MAX_CELL_CHARS, TRUNCATION_MARKER
 from export_pipelines_tests.render_fixtures import (
-    TEXTS,
     context,
     guarded,
     render_file,
@@ -29,6 +26,11 @@ def _book(path):
     return openpyxl.load_workbook(path)
 
 
+def _summary(book) -> dict:
+    """The Summary sheet's label → value pairs (column A → column B)."""
+    return {a: b for a, b in book["Summary"].iter_rows(min_row=2, max_col=2, values_only=True) if a}
+
+
 def _data(sheet) -> list[tuple]:
     return list(sheet.iter_rows(min_row=2, values_only=True))
 
@@ -37,15 +39,20 @@ def _utf16_units(text: str) -> int:
     return len(text.encode("utf-16-le")) // 2
 
 
+# The sample's columns as a reader sees them: labels, the identifier `id` last.
+HEADINGS = ["Text", "Amount", "Active", "Created at (UTC)", "Day", "Note", "ID"]
+ORDER = ["text", "amount", "active", "created_at", "day", "note", "id"]
+
+
 def test_typed_cells(tmp_path):
     table = sample_table()
     path, rows = render_file(ExportFormat.EXCEL, table, tmp_path / "o.xlsx")
     assert rows == table.num_rows
     sheet = _book(path)["Data"]
     header = [c.value for c in sheet[1]]
-    assert header == table.column_names
+    assert header == HEADINGS
     for line, record in zip(_data(sheet), table.to_pylist()):
-        got = dict(zip(header, line))
+        got = dict(zip(ORDER, line))
         for name, value in record.items():
             cell = got[name]
             if value is None:
@@ -67,7 +74,7 @@ def test_typed_cells(tmp_path):
                 assert cell == guarded(value), name
 
 
-def test_number_formats_header_freeze_filter_widths(tmp_path):
+def test_header_freeze_filter_widths(tmp_path):
     table = sample_table()
     path, _ = render_file(ExportFormat.EXCEL, table, tmp_path / "o.xlsx")
     sheet = _book(path)["Data"]
@@ -76,10 +83,19 @@ def test_number_formats_header_freeze_filter_widths(tmp_path):
     assert sheet.freeze_panes == "A2"
     assert sheet.auto_filter.ref == f"A1:G{table.num_rows + 1}"
     formats = {c.column_letter: c.number_format for c in sheet[2]}
-    assert formats["E"] == "yyyy-mm-dd hh:mm:ss" and formats["F"] == "yyyy-mm-dd"
-    widths = [sheet.column_dimensions[letter].width for letter in "ABCDEFG"]
-    assert all(4 <= w <= 62 for w in widths)
-    assert widths[4] >= 19  # a date-time fits
+    assert formats["D"] == 'yyyy-mm-dd hh:mm:ss "UTC"' and formats["E"] == "yyyy-mm-dd"
+    widths = {
+        heading: sheet.column_dimensions[letter].width
+        for heading, letter in zip(HEADINGS, "ABCDEFG")
+    }
+    assert all(len(heading) < width <= 60 for heading, width in widths.items())
+    assert widths["Created at (UTC)"] >= len("2026-03-01 10:00:00 UTC")
+
+
+def test_long_text_columns_are_capped(tmp_path):
+    table = pa.table({"body": ["w" * 500, "short"]})
+    path, _ = render_file(ExportFormat.EXCEL, table, tmp_path / "o.xlsx")
+    assert _book(path)["Data"].column_dimensions["A"].width == 60
 
 
 def test_formula_guard_on_and_off(tmp_path):
@@ -104,17 +120,22 @@ def test_sheet_split(tmp_path):
     )
     book = _book(path)
     expected_sheets = math.ceil(table.num_rows / 3)
-    assert book.sheetnames == ["Data"] + [f"Data ({i})" for i in range(2, expected_sheets + 1)]
+    data_sheets = ["Data"] + [f"Data ({i})" for i in range(2, expected_sheets + 1)]
+    assert book.sheetnames == ["Summary", *data_sheets]
     ids = []
-    for sheet in book.worksheets:
-        assert [c.value for c in sheet[1]] == table.column_names
+    for name in data_sheets:
+        sheet = book[name]
+        assert [c.value for c in sheet[1]] == HEADINGS
         assert sheet.freeze_panes == "A2"
+        assert sheet.print_title_rows == "$1:$1"  # the header on every printed page
+        assert sheet.page_setup.orientation == "landscape"
         data = _data(sheet)
         assert 1 <= len(data) <= 3
         assert sheet.auto_filter.ref == f"A1:G{len(data) + 1}"
-        ids += [row[0] for row in data]
+        ids += [row[-1] for row in data]
     assert ids == table.column("id").to_pylist()
     assert rows == table.num_rows
+    assert _summary(book)["Rows"] == table.num_rows
 
 
 def test_long_text_truncated_with_marker(tmp_path):
@@ -188,13 +209,41 @@ def test_document_properties_use_as_of(tmp_path):
     assert props.title == "Orders"
 
 
+def test_document_time_reads_the_pipelines_as_of(tmp_path):
+    # build.report_context writes "2026-03-02 00:00 UTC", which used to fall back to 1980
+    ctx = context(as_of="2026-03-02 00:00 UTC")
+    path, _ = render_file(ExportFormat.EXCEL, sample_table(), tmp_path / "o.xlsx", ctx=ctx)
+    assert _book(path).properties.created == dt.datetime(2026, 3, 2)
+    with zipfile.ZipFile(path) as archive:
+        assert {info.date_time for info in archive.infolist()} == {(2026, 3, 2, 0, 0, 0)}
+
+
+def test_document_time_prefers_the_window_end(tmp_path):
+    end = dt.datetime(2026, 4, 1, tzinfo=dt.timezone.utc)
+    ctx = context(as_of="end of March", window_end=end)
+    path, _ = render_file(ExportFormat.EXCEL, sample_table(), tmp_path / "o.xlsx", ctx=ctx)
+    assert _book(path).properties.created == dt.datetime(2026, 4, 1)
+
+
+def test_unknown_as_of_claims_no_creation_time(tmp_path):
+    ctx = context(as_of="")
+    path, _ = render_file(ExportFormat.EXCEL, sample_table(), tmp_path / "o.xlsx", ctx=ctx)
+    with zipfile.ZipFile(path) as archive:
+        core = archive.read("docProps/core.xml").decode()
+        assert "dcterms:created" not in core and "1980" not in core
+        assert {info.date_time for info in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+
+
 def test_empty_stream_has_a_header_sheet(tmp_path):
     table = sample_table().slice(0, 0)
     path, rows = render_file(ExportFormat.EXCEL, table, tmp_path / "o.xlsx")
     assert rows == 0
-    sheet = _book(path)["Data"]
-    assert [c.value for c in sheet[1]] == table.column_names
+    book = _book(path)
+    assert book.sheetnames == ["Summary", "Data"]
+    sheet = book["Data"]
+    assert [c.value for c in sheet[1]] == HEADINGS
     assert _data(sheet) == []
+    assert _summary(book)["Rows"] == 0
 
 
 def test_deterministic(tmp_path):
@@ -202,50 +251,155 @@ def test_deterministic(tmp_path):
     assert renders_identically(ExportFormat.EXCEL, sample_table(), tmp_path, options)
 
 
-@pytest.mark.skipif(shutil.which("soffice") is None, reason="LibreOffice (soffice) not installed")
-def test_libreoffice_reads_every_sheet(tmp_path):
-    table = sample_table()
+UNITS = (
+    integer("scans", label="Scans"),
+    integer("amount", label="Amount", unit=Unit.CREDITS),
+    number("dcs", label="DCS score", unit=Unit.SCORE),
+    number("price", label="Price", unit=Unit.MONEY),
+    number("share", label="Share", unit=Unit.PERCENT),
+    number("ratio", label="Ratio"),
+    integer("legacy_id", label="Legacy ID"),
+    timestamp("seen_at", label="Seen"),
+)
+
+
+def test_number_formats_per_unit(tmp_path):
+    table = pa.table(
+        {
+            "scans": [1_234_567],
+            "amount": [-1_250],
+            "dcs": [71.25],
+            "price": [1234.5],
+            "share": [0.125],
+            "ratio": [2.0],
+            "legacy_id": [9_876_543_210],
+            "seen_at": pa.array([dt.datetime(2026, 3, 1, 10)], pa.timestamp("us", tz="UTC")),
+        }
+    )
+    ctx = context(columns=UNITS)
+    path, _ = render_file(ExportFormat.EXCEL, table, tmp_path / "o.xlsx", ctx=ctx)
+    sheet = _book(path)["Data"]
+    header = [c.value for c in sheet[1]]
+    # the identifier moves last; the time column says UTC
+    assert header == [
+        "Scans",
+        "Amount",
+        "DCS score",
+        "Price",
+        "Share",
+        "Ratio",
+        "Seen (UTC)",
+        "Legacy ID",
+    ]
+    formats = dict(zip(header, (c.number_format for c in sheet[2])))
+    assert formats == {
+        "Scans": "#,##0",
+        "Amount": "#,##0",
+        "DCS score": "0.0",
+        "Price": "#,##0.00",
+        "Share": "0.0%",
+        "Ratio": "#,##0.0#",
+        "Seen (UTC)": 'yyyy-mm-dd hh:mm:ss "UTC"',
+        "Legacy ID": "0",  # an id keeps all its digits, without separators
+    }
+    values = dict(zip(header, (c.value for c in sheet[2])))
+    assert values["Scans"] == 1_234_567 and values["Share"] == 0.125  # values stay exact
+    widths = dict(zip(header, (sheet.column_dimensions[x].width for x in "ABCDEFGH")))
+    assert widths["Scans"] >= len("1,234,567") and widths["Price"] >= len("1,234.50")
+
+
+ORG = "0b6f7c1e-2a43-4e8f-9d3a-5c1f2e7a9b01"
+
+
+def _org_table(orgs: list[str]) -> pa.Table:
+    return pa.table({"organization_id": orgs, "scan_id": ["s1", "s2"][: len(orgs)], "n": [1, 2]})
+
+
+def _org_context(**overrides):
+    columns = (
+        string("organization_id", label="Organization", role=Role.IDENTIFIER),
+        string("scan_id", label="Scan ID", role=Role.IDENTIFIER),
+        integer("n", label="Scans"),
+    )
+    values = {"organization_id": ORG, "organization_name": "Acme Analytics", "columns": columns}
+    return context(**(values | overrides))
+
+
+def test_organization_is_named_once_not_repeated_as_a_column(tmp_path):
     path, _ = render_file(
-        ExportFormat.EXCEL, table, tmp_path / "o.xlsx", RenderOptions(excel_rows_per_sheet=12)
+        ExportFormat.EXCEL, _org_table([ORG, ORG]), tmp_path / "o.xlsx", ctx=_org_context()
     )
-    out = tmp_path / "csv"
-    # 44=comma 34=quote 76=UTF-8; the trailing -1 writes one CSV per sheet
-    filter_options = "44,34,76,1,,0,false,true,false,false,false,-1"
-    subprocess.run(
-        [
-            "soffice",
-            "--headless",
-            f"-env:UserInstallation=file://{tmp_path}/profile",
-            "--convert-to",
-            f"csv:Text - txt - csv (StarCalc):{filter_options}",
-            "--outdir",
-            str(out),
-            str(path),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=180,
-    )
-    first = list(csv.reader((out / "o-Data.csv").open(encoding="utf-8", newline="")))
-    second = list(csv.reader((out / "o-Data (2).csv").open(encoding="utf-8", newline="")))
-    assert first[0] == second[0] == table.column_names
-    rows = first[1:] + second[1:]
-    assert len(rows) == table.num_rows
-    records = table.to_pylist()
-    for line, record in zip(rows, records):
-        if record["id"] is None:
-            assert line[0] == ""
-        else:  # General format: big numbers show in scientific notation
-            assert math.isclose(float(line[0]), record["id"], rel_tol=1e-14)
-        expected_text = "" if record["text"] is None else guarded(record["text"])
-        assert (
-            line[1] == expected_text.replace("\r\n", "\n").replace("\r", "\n")
-            or line[1] == expected_text
+    book = _book(path)
+    assert [c.value for c in book["Data"][1]] == ["Scans", "Scan ID"]
+    assert _summary(book)["Organization"] == "Acme Analytics"
+    with zipfile.ZipFile(path) as archive:
+        sheets = [n for n in archive.namelist() if n.startswith("xl/worksheets/")]
+        assert sum(archive.read(n).decode().count(ORG) for n in sheets) == 0
+
+
+def test_rows_of_another_organization_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="another"):
+        render_file(
+            ExportFormat.EXCEL, _org_table([ORG, "other"]), tmp_path / "o.xlsx", ctx=_org_context()
         )
-        assert line[3] == {True: "TRUE", False: "FALSE", None: ""}[record["active"]]
-        if record["created_at"] is not None:
-            assert line[4] == record["created_at"].strftime("%Y-%m-%d %H:%M:%S")
-        if record["day"] is not None:
-            assert line[5] == record["day"].isoformat()
-    assert {r[1] for r in rows} >= {"東京 漢字", "Ωμέγα αβγ", "rocket 🚀 party 🎉"}
-    assert TEXTS[1] in {r[1] for r in rows}
+
+
+def test_without_a_named_organization_its_column_stays_last(tmp_path):
+    ctx = _org_context(organization_id="", organization_name="")
+    path, _ = render_file(
+        ExportFormat.EXCEL, _org_table([ORG, "other"]), tmp_path / "o.xlsx", ctx=ctx
+    )
+    assert [c.value for c in _book(path)["Data"][1]] == ["Scans", "Organization", "Scan ID"]
+
+
+def test_every_sheet_prints_landscape_fit_to_width_with_page_numbers(tmp_path):
+    path, _ = render_file(
+        ExportFormat.EXCEL,
+        sample_table(),
+        tmp_path / "o.xlsx",
+        RenderOptions(excel_rows_per_sheet=8),
+        ctx=context(title="R&D scans", organization_name="Acme & Co"),
+    )
+    book = _book(path)
+    assert len(book.worksheets) == 4  # the Summary and three data sheets
+    for sheet in book.worksheets:
+        setup = sheet.page_setup
+        assert sheet.sheet_properties.pageSetUpPr.fitToPage
+        assert (setup.orientation, setup.fitToWidth, setup.fitToHeight) == ("landscape", 1, 0)
+        assert sheet.oddFooter.right.text == "Page &P of &N"
+        assert sheet.oddFooter.left.text == "&A"  # the sheet's name
+    with zipfile.ZipFile(path) as archive:
+        xml = archive.read("xl/worksheets/sheet2.xml").decode()
+    # a literal & is doubled in a header: a single one would start a code (&D is the date)
+    assert (
+        "<oddHeader>&amp;LR&amp;&amp;D scans&amp;RAcme &amp;&amp; Co · 2026-03</oddHeader>" in xml
+    )
+
+
+def test_summary_sheet_opens_first_with_title_block_and_totals(tmp_path):
+    ctx = context(
+        title="Scan results",
+        organization_name="Acme Analytics",
+        summary=(("Credits", "-1,250"), ("Top project", "=HYPERLINK(1)"), ("Mean", "71.3")),
+    )
+    path, _ = render_file(
+        ExportFormat.EXCEL,
+        sample_table(),
+        tmp_path / "o.xlsx",
+        RenderOptions(excel_rows_per_sheet=12),
+        ctx=ctx,
+    )
+    book = _book(path)
+    assert book.sheetnames[0] == "Summary" and book.active.title == "Summary"
+    sheet = book["Summary"]
+    assert sheet["A1"].value == "Scan results" and sheet["A1"].font.b
+    summary = _summary(book)
+    assert summary["Organization"] == "Acme Analytics"
+    assert summary["Period"] == "2026-03"
+    assert summary["Data as of"] == "2026-03-31T23:59:59Z"
+    assert summary["Rows"] == 20 and sheet["B6"].number_format == "#,##0"
+    assert summary["Credits"] == "-1,250"  # a number is no formula: not guarded
+    assert summary["Top project"] == "'=HYPERLINK(1)"
+    assert summary["Mean"] == "71.3"
+    note = [v for (v,) in sheet.iter_rows(min_col=1, max_col=1, values_only=True) if v][-1]
+    assert note == "The rows are on the sheets Data, Data (2); times are UTC."

@@ -181,8 +181,9 @@ def _totals(deliverable: Deliverable, days: Sequence[PreparedDay]) -> dict[str, 
     unfiltered = deliverable.project_ids is None and deliverable.columns is None
     if unfiltered and len(days) == 1:
         return days[0].totals
-    if ExportFormat.PDF not in deliverable.formats or deliverable.columns is not None:
-        return {}  # only the PDF states totals; over a column subset they may not exist
+    people = {ExportFormat.PDF, ExportFormat.EXCEL} & set(deliverable.formats)
+    if not people or deliverable.columns is not None:
+        return {}  # only PDF and Excel state totals; over a column subset they may not exist
     totals = Totals(deliverable.spec)
     reader = read_batches([d.path for d in days], deliverable.spec.schema)
     for batch in filtered(reader, deliverable):
