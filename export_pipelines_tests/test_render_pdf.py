@@ -10,7 +10,10 @@ import pypdf
 import pytest
 from pypdf.generic import ContentStream
 
-from export_pipelines.render import ExportFormat, RenderOptions, pdf
+from export_pipelines.columns import Role, Unit, arrow_schema, integer, string, timestamp
+from export_pipelines.columns import number as float_column
+from export_pipelines.render import Chart, ExportFormat, RenderOptions, pdf
+from export_pipelines.render.pdf import charts
 from export_pipelines_tests.render_fixtures import (
     context,
     render_file,
@@ -142,40 +145,94 @@ def test_numbers_are_right_aligned(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "kind,label,value,title",
+    "chart,title",
     [
-        ("line", "at", "amount", "Mean of amount by at"),
-        ("bar", "category", "amount", "Sum of amount by category"),
-        ("bar", "category", "name", "Rows by category"),
+        (
+            Chart("Mean amount", "line", by="at", value="amount", function="mean"),
+            "Mean amount per day",
+        ),
+        (
+            Chart("Amount", "bar", by="category", value="amount", function="sum"),
+            "Amount by category",
+        ),
+        (Chart("Rows", "bar", by="category"), "Rows by category"),
     ],
 )
-def test_chart(tmp_path, kind, label, value, title):
-    ctx = context(chart=(label, value, kind))
+def test_chart(tmp_path, chart, title):
+    ctx = context(charts=(chart,))
     path, _ = render_file(ExportFormat.PDF, _table(90), tmp_path / "o.pdf", ctx=ctx)
     first = _flat(_pages(path)[0])
     assert title in first
-    if kind == "bar":
+    if chart.kind == "bar":
         assert all(c in first for c in ("retail", "online", "partner"))
 
 
+def _series(chart: Chart, schema: pa.Schema, **window) -> charts.Series:
+    return charts.Series(chart, schema, context(charts=(chart,), **window))
+
+
 def test_chart_aggregation_is_bounded():
-    schema = pa.schema([("x", pa.float64()), ("v", pa.float64())])
-    chart = pdf.ChartData(schema, ("x", "v", "line"))
-    for start in range(0, 20_000, 1_000):
-        xs = pa.array([float(i) for i in range(start, start + 1_000)])
-        chart.add(pa.record_batch([xs, pa.array([1.0] * 1_000)], schema=schema))
-    assert len(chart.sums) <= pdf.MAX_CHART_KEYS
-    assert sum(chart.sums.values()) == 20_000  # nothing lost by bucketing
-    assert sum(chart.counts.values()) == 20_000
+    """A year of rows, one per minute: bounded keys while streaming, nothing lost, ≤ 62 points."""
+    schema = pa.schema([("at", pa.timestamp("us", tz="UTC")), ("v", pa.float64())])
+    series = _series(Chart("V", "line", by="at", value="v", function="sum"), schema)
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    minutes = 365 * 24 * 60
+    for first in range(0, minutes, 50_000):
+        count = min(50_000, minutes - first)
+        stamps = pa.array(
+            [start + dt.timedelta(minutes=first + i) for i in range(count)],
+            pa.timestamp("us", tz="UTC"),
+        )
+        series.add(pa.record_batch([stamps, pa.array([1.0] * count)], schema=schema))
+        assert len(series.sums) <= charts.MAX_HOUR_KEYS + 24 * 7  # folded to days, not kept
+    assert sum(series.sums.values()) == minutes  # nothing lost by folding
+    assert sum(series.counts.values()) == minutes
+    points = series.points()
+    assert series.time_unit() == "week"
+    assert len(points) <= charts.MAX_POINTS
+    assert sum(v for _, v in points) == minutes
+
+
+@pytest.mark.parametrize(
+    "days,unit", [(1, "hour"), (2, "hour"), (3, "day"), (62, "day"), (90, "week"), (800, "month")]
+)
+def test_time_buckets_follow_the_window(days, unit):
+    schema = pa.schema([("at", pa.timestamp("us", tz="UTC"))])
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    end = start + dt.timedelta(days=days)
+    series = _series(Chart("Rows", "line", by="at"), schema, window_start=start, window_end=end)
+    stamps = [start + (end - start) * i / 500 for i in range(500)]
+    series.add(pa.record_batch([pa.array(stamps, pa.timestamp("us", tz="UTC"))], schema=schema))
+    assert series.time_unit() == unit
+    points = series.points()
+    assert len(points) <= charts.MAX_POINTS
+    assert sum(v for _, v in points) == 500
+    assert points[0][0] == dt.datetime(2026, 1, 1) - dt.timedelta(
+        days=3 if unit == "week" else 0  # 2026-01-01 is a Thursday: its week starts Monday
+    )
 
 
 def test_line_chart_shows_the_mean_per_point():
-    schema = pa.schema([("x", pa.float64()), ("v", pa.float64())])
-    chart = pdf.ChartData(schema, ("x", "v", "line"))
-    chart.add(
-        pa.record_batch([pa.array([1.0, 1.0, 2.0]), pa.array([10.0, 30.0, 5.0])], schema=schema)
+    schema = pa.schema([("at", pa.timestamp("us", tz="UTC")), ("v", pa.float64())])
+    day = dt.datetime(2026, 3, 1, tzinfo=dt.timezone.utc)
+    at = pa.array(
+        [day, day + dt.timedelta(hours=5), day + dt.timedelta(days=2)],
+        pa.timestamp("us", tz="UTC"),
     )
-    assert dict(chart._line("DejaVuSans").data[0]) == {1.0: 20.0, 2.0: 5.0}
+    series = _series(Chart("V", "line", by="at", value="v", function="mean"), schema)
+    series.add(pa.record_batch([at, pa.array([10.0, 30.0, 5.0])], schema=schema))
+    # Per day: the mean of each day's rows; the day without rows has no point (not zero).
+    assert series.points() == [(dt.datetime(2026, 3, 1), 20.0), (dt.datetime(2026, 3, 3), 5.0)]
+
+
+def test_bars_keep_the_largest_and_fold_the_rest_into_other():
+    schema = pa.schema([("k", pa.string()), ("v", pa.int64())])
+    series = _series(Chart("V", "bar", by="k", value="v", function="sum", limit=3), schema)
+    keys = [f"k{i}" for i in range(10)]
+    series.add(pa.record_batch([pa.array(keys), pa.array(range(10))], schema=schema))
+    series.add(pa.record_batch([pa.array(["k0"]), pa.array([100])], schema=schema))
+    assert series.bars() == [("k0", 100.0), ("k9", 9.0), ("k8", 8.0), ("Other", 28.0)]
+    assert series.title() == "V by k"
 
 
 def test_fonts_are_embedded(tmp_path):
@@ -205,7 +262,72 @@ def test_deterministic(tmp_path):
 
 
 def test_chart_of_a_missing_column_says_so_instead_of_failing(tmp_path):
-    ctx = context(chart=("no_such_column", "amount", "line"))
+    ctx = context(charts=(Chart("Amount", "line", by="no_such_column"),))
     path, rows = render_file(ExportFormat.PDF, _table(5), tmp_path / "o.pdf", ctx=ctx)
     assert rows == 5
     assert "no_such_column" in _flat(_pages(path)[0])
+
+
+# --- for readers: names, labels, units, whole words ------------------------------------------
+
+ORG_ID = "0b6f7c1e-2a43-4e8f-9d3a-5c1f2e7a9b01"
+READER_COLUMNS = (
+    string("organization_id", role=Role.IDENTIFIER),
+    string("entry_id", label="Entry ID", role=Role.IDENTIFIER),
+    string("reference_id", label="Reference", role=Role.IDENTIFIER, shown=True),
+    string("status", label="Status"),
+    integer("credits_consumed", label="Credits", unit=Unit.CREDITS),
+    float_column("dcs_score", label="DCS score", unit=Unit.SCORE),
+    float_column("price", label="Price", unit=Unit.MONEY),
+    float_column("share", label="Share", unit=Unit.PERCENT),
+    timestamp("scanned_at", label="Scanned"),
+)
+
+
+def _reader_table() -> pa.Table:
+    return pa.table(
+        {
+            "organization_id": [ORG_ID] * 2,
+            "entry_id": ["e1f2a3b4-0000-4000-8000-000000000001"] * 2,
+            "reference_id": ["INV-2026-0042", "INV-2026-0043"],
+            "status": ["completed", "failed"],
+            "credits_consumed": pa.array([1_234_567, -50], pa.int64()),
+            "dcs_score": [72.456, None],
+            "price": [1234.5, 0.0],
+            "share": [0.125, 1.0],
+            "scanned_at": pa.array(
+                [dt.datetime(2026, 11, 3, 14, 5, 59, tzinfo=dt.timezone.utc), None],
+                pa.timestamp("us", tz="UTC"),
+            ),
+        },
+        schema=arrow_schema(READER_COLUMNS),
+    )
+
+
+def test_the_organization_is_named_once_and_its_id_never_shown(tmp_path):
+    ctx = context(
+        organization_id=ORG_ID, organization_name="Ωmega Café GmbH", columns=READER_COLUMNS
+    )
+    path, _ = render_file(ExportFormat.PDF, _reader_table(), tmp_path / "o.pdf", ctx=ctx)
+    pages = [_flat(p) for p in _pages(path)]
+    assert "Organization: Ωmega Café GmbH" in pages[0]
+    assert all(ORG_ID not in page for page in pages)
+
+
+def test_headers_are_labels_and_pure_identifiers_are_left_out(tmp_path):
+    ctx = context(columns=READER_COLUMNS)
+    path, _ = render_file(ExportFormat.PDF, _reader_table(), tmp_path / "o.pdf", ctx=ctx)
+    text = _flat(_pages(path)[0])
+    assert "Reference Status Credits DCS score Price Share Scanned" in text
+    assert "INV-2026-0042" in text  # an identifier the spec marks as shown stays
+    for hidden in ("organization_id", "entry_id", "Entry ID", "e1f2a3b4", ORG_ID):
+        assert hidden not in text, hidden
+
+
+def test_numbers_per_unit_and_readable_times(tmp_path):
+    ctx = context(columns=READER_COLUMNS)
+    path, _ = render_file(ExportFormat.PDF, _reader_table(), tmp_path / "o.pdf", ctx=ctx)
+    text = _flat(_pages(path)[0])
+    for expected in ("1,234,567", "-50", "72.5", "1,234.50", "0.00", "12.5 %", "100.0 %"):
+        assert f" {expected} " in f" {text} ", expected
+    assert "2026-11-03 14:05 UTC" in text and "14:05:59" not in text

@@ -18,7 +18,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from export_pipelines.catalog.spec import Kind, Window
+from export_pipelines.catalog.spec import ExportSpec, Kind, Window
+from export_pipelines.columns import Unit
 from export_pipelines.manifest import PublishedFile, publish_folder
 from export_pipelines.pipeline.deliverable import Deliverable, Purpose
 from export_pipelines.pipeline.prepare import (
@@ -134,16 +135,45 @@ def filtered(reader: pa.RecordBatchReader, deliverable: Deliverable) -> pa.Recor
     return pa.RecordBatchReader.from_batches(schema, batches())
 
 
-def _display(value: Any) -> str:
+def _display(value: Any, unit: Unit | None = None) -> str:
+    """A total as a person reads it: separators, and the decimals its column's unit has."""
     if value is None:
         return "—"
     if isinstance(value, dict):  # a breakdown: the largest ten
-        shown = [f"{k}: {_display(v)}" for k, v in list(value.items())[:10]]
+        shown = [f"{k}: {_display(v, unit)}" for k, v in list(value.items())[:10]]
         more = len(value) - len(shown)
         return "; ".join(shown) + (f"; … {more} more" if more > 0 else "") if shown else "—"
-    if isinstance(value, (int, float)):
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
         return f"{value:,}"
+    if isinstance(value, float):
+        if unit is Unit.SCORE:
+            return f"{value:,.1f}"
+        if unit in (Unit.COUNT, Unit.CREDITS) and value.is_integer():
+            return f"{int(value):,}"
+        if unit is Unit.PERCENT:
+            return f"{value:.1%}"
+        return f"{value:,.2f}"
     return str(value)
+
+
+def _summary(spec: ExportSpec, totals: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """The totals a report for people shows: breakdowns keyed by identifiers (user ids)
+    mean nothing to a reader and stay in the machine metadata."""
+    aggregates = {a.label: a for a in spec.totals}
+    columns = {c.name: c for c in spec.columns}
+    shown = []
+    for label, value in totals.items():
+        aggregate = aggregates.get(label)
+        column = columns.get(aggregate.column) if aggregate else None
+        by = columns.get(aggregate.by) if aggregate and aggregate.by else None
+        if by is not None and not by.for_readers:
+            continue
+        counted = aggregate is not None and aggregate.function in ("count", "count_distinct")
+        unit = None if counted or column is None else column.reader_unit
+        shown.append((label, _display(value, unit)))
+    return tuple(shown)
 
 
 def report_context(
@@ -166,7 +196,7 @@ def report_context(
         organization_id=deliverable.organization_id,
         period=window.label,
         as_of=window.end.strftime("%Y-%m-%d %H:%M UTC"),
-        summary=tuple((label, _display(value)) for label, value in totals.items()),
+        summary=_summary(spec, totals),
         full_file_name=f"{deliverable.stem}.{full.extension}" if full else None,
         organization_name=deliverable.organization_name,
         columns=spec.columns,

@@ -127,8 +127,6 @@ class ReportContext:
     summary: Sequence[tuple[str, str]] = field(default_factory=tuple)
     # Name of the complete machine-readable file the PDF points to when it truncates.
     full_file_name: str | None = None
-    # Optional chart: (label column, value column, kind) where kind is "line" or "bar".
-    chart: tuple[str, str, str] | None = None
     # What a person reads: the organization's name (never its id), the columns' labels,
     # roles and units (the spec's `Column`s, by name), the charts, and the window
     # [start, end) in UTC, from which a chart picks its time buckets.
