@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 DAGSTER_PORT ?= 3000
 
-.PHONY: install dev test test-fast lint format bench reliability system-deps clean
+.PHONY: install dev test test-fast lint format bench reliability screenshots system-deps clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,12 +26,19 @@ dev: install
 	PYTHONWARNINGS='ignore:Function `dev_command` is superseded' \
 	  $(BIN)/dagster dev -h 127.0.0.1 -p $(DAGSTER_PORT) -w workspace.yaml
 
-# Debian packages some tests use when present (LibreOffice converts our xlsx files);
+# Debian packages some tests use when present (LibreOffice converts our xlsx files,
+# Chromium runs the UI test, poppler renders page images);
 # installed when missing and possible, never fatal.
 system-deps:
 	@command -v soffice >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	   libreoffice-calc-nogui >/dev/null) || echo "note: LibreOffice not installed; its test will be skipped"; }
+	@command -v pdftoppm >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	   poppler-utils >/dev/null) || echo "note: poppler-utils not installed; make screenshots needs it"; }
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	   chromium >/dev/null) || echo "note: Chromium not installed; the browser test will be skipped (it fails in CI)"; }
 
 # The test command: installs everything, then runs the whole suite (slow tests included).
 test: install system-deps
@@ -54,6 +61,11 @@ bench: install
 # Faults injected and hostile input tried, counted into RELIABILITY.md (a few minutes).
 reliability: install
 	$(BIN)/python reliability/run.py
+
+# Page 1 of each people format (PDF, and Excel as LibreOffice prints it) of a demo month,
+# as PNGs in screenshots/ for a reviewer (not committed).
+screenshots: install system-deps
+	$(BIN)/python tools/screenshots.py
 
 clean:
 	rm -rf data exports .dagster_home

@@ -75,16 +75,28 @@ def dagster_dev(base: Path, timeout: float = 240) -> Iterator[dict]:
                 time.sleep(2)
             yield {"port": port, "env": env, "base": base}
         finally:
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                try:
-                    os.killpg(process.pid, sig)
-                except ProcessLookupError:
-                    break
-                try:
-                    process.wait(timeout=20)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
+            stop_group(process)
+
+
+def stop_group(process: subprocess.Popen) -> None:
+    """End the whole process group (make exits at once; Dagster's processes may not),
+    then kill what is left after 20 s."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(process.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.5)
+        else:
+            continue
+        break
+    process.wait()
 
 
 # -- the production configuration (deploy/dagster.yaml: PostgreSQL storage) ---------------
