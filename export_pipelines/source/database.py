@@ -3,7 +3,9 @@
 Both engines are read through ADBC, so a query's rows arrive as Arrow record batches
 (no Python object per row) and every value is a bound parameter. Queries are written once
 with named parameters (`:org_id`) and translated per engine (`?` for SQLite, `$n` for
-PostgreSQL).
+PostgreSQL). Export-sized reads (`stream`) hold a bounded number of rows on both engines;
+on PostgreSQL they go through a binary COPY, whose values are bound to settings the query
+reads (`bind_settings`), because ADBC holds the whole result of a parameterized query.
 
 SQLite has no column types, and ADBC's SQLite driver infers each result column's Arrow
 type from the first batch it reads, failing later if a value of another storage class
@@ -20,11 +22,11 @@ import fcntl
 import os
 import re
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse, urlsplit
 
 import pyarrow as pa
@@ -32,6 +34,7 @@ import pyarrow.compute as pc
 
 from export_pipelines.columns import Column, ColumnType, arrow_schema
 
+T = TypeVar("T")
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_][A-Za-z0-9_]*)")
 _SQLITE_BATCH_ROWS = "65536"
 
@@ -97,6 +100,45 @@ def redact_secrets(text: str, url: str) -> str:
     for secret in sorted(_url_secrets(url), key=len, reverse=True):
         text = text.replace(secret, MASK)
     return redact_url(text)
+
+
+# How a bound value is carried by a setting (text) and read back typed, per Python type.
+_SETTING_TYPES: tuple[tuple[type, str, Callable[[Any], str]], ...] = (
+    (bool, "BOOLEAN", lambda v: "true" if v else "false"),
+    (int, "BIGINT", str),
+    (float, "DOUBLE PRECISION", repr),
+    (str, "TEXT", str),
+    (dt.datetime, "TIMESTAMP", lambda v: v.isoformat(sep=" ")),
+    (dt.date, "DATE", dt.date.isoformat),
+)
+SETTING_PREFIX = "export_pipelines.p"
+
+
+def bind_settings(sql: str, params: Mapping[str, Any]) -> tuple[str, dict[str, str]]:
+    """`sql` reading each `:name` from a PostgreSQL setting; the settings' text values.
+
+    Settings are numbered (`export_pipelines.p1`, …): their names are ours, fixed and
+    case-insensitive, while the values (the text form of each parameter) are only ever
+    bound. A naive datetime is read back as TIMESTAMP, as a bound one would be.
+    """
+    settings: dict[str, str] = {}
+    reads: dict[str, str] = {}
+
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in params:
+            raise KeyError(f"query parameter :{name} has no value")
+        if name not in reads:
+            value = params[name]
+            found = [(t, text) for kind, t, text in _SETTING_TYPES if isinstance(value, kind)]
+            if not found:
+                raise TypeError(f"query parameter :{name}: cannot stream a {type(value).__name__}")
+            (sql_type, text), setting = found[0], f"{SETTING_PREFIX}{len(settings) + 1}"
+            settings[setting] = text(value)
+            reads[name] = f"CAST(current_setting('{setting}') AS {sql_type})"
+        return reads[name]
+
+    return _PARAM.sub(replace, sql), settings
 
 
 def quote_ident(name: str) -> str:
@@ -189,6 +231,9 @@ class SourceDatabase:
         PostgreSQL connections take ~50 ms to open, more than most of our statements: one
         idle connection per thread is kept and reused (rolled back first, so it holds no
         transaction between uses). A connection that saw an error is closed, not reused.
+        The server may have ended the pooled connection while it sat idle; `fetch_table`
+        and `execute` recover from that (see `_on_connection`), a caller's own block does
+        not.
         """
         if self.dialect == "postgresql":
             conn = (self._take_pooled() if pooled else None) or self._connect_postgresql()
@@ -212,6 +257,57 @@ class SourceDatabase:
             yield conn
         finally:
             conn.close()
+
+    def _on_connection(self, statement: Callable[[Any], T], commit: bool = False) -> T:
+        """`statement(cursor)` on a pooled connection, then COMMIT if `commit`.
+
+        A pooled PostgreSQL connection may have been ended by the server while it sat idle
+        (a restart, a failover, `idle_session_timeout`, `pg_terminate_backend`); the first
+        statement on it then fails with a connection error. That statement is run once more
+        on a new connection, and this is safe for writes too: the pooled connection held no
+        transaction, so the failed statement was the whole of its transaction; autocommit
+        is off, so nothing of it was committed, and the server rolls back the transaction
+        of a connection that ends. What is never retried: a failure on a connection opened
+        for this statement (the server is failing, not our pool), a failure of COMMIT (the
+        commit may have happened with only its acknowledgement lost: running the statement
+        again could apply it twice), and statements inside a caller's own `connect()`
+        block (the earlier statements of its transaction died with the connection).
+        """
+        if self.dialect != "postgresql":
+            with self.connect() as conn:
+                result = _on_cursor(conn, statement)
+                if commit:
+                    conn.commit()
+                return result
+        conn = self._take_pooled()
+        if conn is not None:
+            try:
+                result = _on_cursor(conn, statement)
+            except BaseException as error:
+                _close_quietly(conn)
+                if not (isinstance(error, Exception) and _connection_lost(error)):
+                    raise
+            else:
+                return self._finish(conn, result, commit)
+        conn = self._connect_postgresql()
+        try:
+            result = _on_cursor(conn, statement)
+        except BaseException:
+            _close_quietly(conn)
+            raise
+        return self._finish(conn, result, commit)
+
+    def _finish(self, conn: Any, result: T, commit: bool) -> T:
+        """Commit if asked, then pool the connection (or close it if that fails)."""
+        try:
+            if commit:
+                conn.commit()
+        except BaseException:
+            _close_quietly(conn)
+            raise
+        if not self._give_back(conn):
+            _close_quietly(conn)
+        return result
 
     def _take_pooled(self) -> Any:
         slot = self.__dict__.setdefault("_pool", threading.local())
@@ -311,32 +407,57 @@ class SourceDatabase:
     ) -> pa.RecordBatchReader:
         """Run `sql` and stream its rows as batches typed exactly as `columns` declares.
 
-        The query must return the columns in this order and with these names.
+        The query must return the columns in this order and with these names. Memory stays
+        bounded whatever the row count: batches are yielded while the query is still read.
         """
         schema = arrow_schema(list(columns))
-        wrapped = self._typed(sql, columns)
-        query, values = self.bind(wrapped, params)
+        wrapped = self.typed(sql, columns)
+        read = self._postgres_batches if self.dialect == "postgresql" else self._sqlite_batches
 
         def batches() -> Iterator[pa.RecordBatch]:
-            # Its own connection: a stream may be left unfinished by its reader.
-            with self.connect(pooled=False) as conn, contextlib.closing(conn.cursor()) as cur:
-                if self.dialect == "sqlite":
-                    cur.adbc_statement.set_options(
-                        **{"adbc.sqlite.query.batch_rows": _SQLITE_BATCH_ROWS}
-                    )
-                cur.execute(query, values)
-                reader = cur.fetch_record_batch()
-                first = True
-                for batch in reader:
-                    if first and self.dialect == "sqlite":
-                        batch = batch.slice(1)  # drop the witness row
-                    first = False
-                    if batch.num_rows:
-                        yield conform(batch, schema)
+            for batch in _database_errors(read(wrapped, params)):
+                if batch.num_rows:
+                    yield conform(batch, schema)
 
         return pa.RecordBatchReader.from_batches(schema, batches())
 
-    def _typed(self, sql: str, columns: Sequence[Column]) -> str:
+    def _sqlite_batches(self, sql: str, params: Mapping[str, Any]) -> Iterator[pa.RecordBatch]:
+        query, values = self.bind(sql, params)
+        # Its own connection: a stream may be left unfinished by its reader.
+        with self.connect(pooled=False) as conn, contextlib.closing(conn.cursor()) as cur:
+            cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": _SQLITE_BATCH_ROWS})
+            cur.execute(query, values)
+            first = True
+            for batch in cur.fetch_record_batch():
+                yield batch.slice(1) if first else batch  # the first row is the witness
+                first = False
+
+    def _postgres_batches(self, sql: str, params: Mapping[str, Any]) -> Iterator[pa.RecordBatch]:
+        """The rows through `COPY (query) TO STDOUT (FORMAT binary)`, in ~16 MB batches.
+
+        ADBC's PostgreSQL driver runs a query without parameters as a binary COPY and
+        decodes it as it arrives; a query with parameters it runs as a prepared statement
+        whose whole result libpq holds in memory first (1 GB for a million scans). COPY
+        takes no parameters, so each value is bound to a transaction-local setting
+        (`set_config(name, $n, true)`, a bound parameter like any other) and the query
+        reads it back typed (`CAST(current_setting(name) AS …)`, see `bind_settings`):
+        no value is ever written into SQL text. The planner estimates with the settings'
+        values (it folds stable functions for estimates), so the plan is the one the bound
+        query gets, parallel workers included, which a server-side cursor would forgo.
+        """
+        query, settings = bind_settings(sql, {k: self._value(v) for k, v in params.items()})
+        # Its own connection: a stream may be left unfinished by its reader.
+        with self.connect(pooled=False) as conn, contextlib.closing(conn.cursor()) as cur:
+            if settings:
+                assign = ", ".join(
+                    f"set_config('{name}', ${n}, true)" for n, name in enumerate(settings, 1)
+                )
+                cur.execute(f"SELECT {assign}", list(settings.values()))
+                cur.fetchall()
+            cur.execute(query)
+            yield from cur.fetch_record_batch()
+
+    def typed(self, sql: str, columns: Sequence[Column]) -> str:
         casts = _SQLITE_CAST if self.dialect == "sqlite" else _POSTGRES_CAST
         select = ", ".join(
             casts[c.type].format(f"q.{quote_ident(c.name)}") + f" AS {quote_ident(c.name)}"
@@ -352,9 +473,12 @@ class SourceDatabase:
     def fetch_table(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
         """A small query's whole result (counts, lookups); not for export-sized reads."""
         query, values = self.bind(sql, params or {})
-        with self.connect() as conn, contextlib.closing(conn.cursor()) as cur:
+
+        def read(cur: Any) -> pa.Table:
             cur.execute(query, values)
             return cur.fetch_arrow_table()
+
+        return self._on_connection(read)
 
     def fetch_rows(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict]:
         return rows_of(self.fetch_table(sql, params))
@@ -368,20 +492,21 @@ class SourceDatabase:
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> int:
         """Run one statement in its own transaction; return the number of rows it changed."""
         query, values = self.bind(sql, params or {})
-        with self.connect() as conn, contextlib.closing(conn.cursor()) as cur:
+
+        def write(cur: Any) -> int:
             if self.dialect == "postgresql" and values:
                 # ADBC's PostgreSQL driver reports -1 rows for a parameterized execute; as
                 # a one-row executemany it runs an update and reports the real count.
                 cur.executemany(query, [values])
             else:
                 cur.execute(query, values)
-            changed = cur.rowcount
             if self.dialect == "sqlite":
                 # ADBC's SQLite driver reports -1; ask SQLite itself.
                 cur.execute("SELECT changes()")
-                changed = cur.fetchone()[0]
-            conn.commit()
-        return changed
+                return cur.fetchone()[0]
+            return cur.rowcount
+
+        return self._on_connection(write, commit=True)
 
     def create_schema(self) -> None:
         ddl = resources.files("export_pipelines.source").joinpath("schema.sql").read_text()
@@ -459,6 +584,49 @@ class SourceDatabase:
                 Path(f"{staging}{suffix}").unlink(missing_ok=True)
             os.replace(staging, path)
             return True
+
+
+def _database_errors(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """`batches`, with a failure of the driver mid-stream raised as the database error it is.
+
+    Once the first batch is out, the driver reports through Arrow's stream interface, which
+    pyarrow raises as a plain OSError (a backend terminated mid-COPY, a locked file): it
+    would read as a failure of our own files, not of the source database. It is not kept
+    as the cause, which is what the request's message is chosen by; its text is kept.
+    """
+    from adbc_driver_manager import AdbcStatusCode, OperationalError
+
+    try:
+        yield from batches
+    except OSError as error:
+        raise OperationalError(str(error), status_code=AdbcStatusCode.IO) from None
+
+
+def _on_cursor(conn: Any, statement: Callable[[Any], T]) -> T:
+    with contextlib.closing(conn.cursor()) as cur:
+        return statement(cur)
+
+
+def _close_quietly(conn: Any) -> None:
+    with contextlib.suppress(Exception):
+        conn.close()
+
+
+def _connection_lost(error: Exception) -> bool:
+    """Whether `error` says the connection itself is gone (not that a statement failed).
+
+    ADBC's PostgreSQL driver reports a connection the server ended as an IO error ("server
+    closed the connection unexpectedly", "no connection to the server"); the server's own
+    word for it is SQLSTATE class 08 (connection exception) or 57P01-57P03 (shutdown).
+    """
+    from adbc_driver_manager import AdbcStatusCode
+
+    sqlstate = getattr(error, "sqlstate", None) or ""
+    return (
+        getattr(error, "status_code", None) == AdbcStatusCode.IO
+        or sqlstate.startswith("08")
+        or sqlstate in ("57P01", "57P02", "57P03")
+    )
 
 
 def _statements(ddl: str) -> list[str]:
