@@ -290,17 +290,18 @@ def _backfill(args: argparse.Namespace) -> int:
     from export_pipelines.defs.backfill import backfill
     from export_pipelines.defs.resources import default_resources
 
-    specs = [get_spec(t) for t in args.type]
+    try:
+        specs = [get_spec(t) for t in args.type]
+        first, last = dt.date.fromisoformat(args.date_from), dt.date.fromisoformat(args.date_to)
+    except (KeyError, ValueError) as error:
+        raise CliError(str(error).strip('"')) from None
     started = time.monotonic()
-    runs = backfill(
-        _instance(),
-        specs,
-        args.org,
-        dt.date.fromisoformat(args.date_from),
-        dt.date.fromisoformat(args.date_to),
-        default_resources(),
-        args.days_per_run,
-    )
+    try:
+        runs = backfill(
+            _instance(), specs, args.org, first, last, default_resources(), args.days_per_run
+        )
+    except ValueError as error:  # the range itself: a sentence, not a traceback
+        raise CliError(str(error)) from None
     for run in runs:
         state = "ok" if run.success else "FAILED"
         print(f"{run.first} … {run.last}  run {run.run_id}  {state}")

@@ -113,6 +113,28 @@ def partitions_start() -> str:
     return value
 
 
+PARTITIONS_DAYS_VAR = "EXPORT_PARTITIONS_DAYS"
+
+
+def partitions_days() -> int | None:
+    """How many recent days are Dagster partitions; None (unset): every day since
+    `partitions_start()`. Dagster's cost per asset (the status query, a backfill's launch,
+    the webserver's memory) grows with organizations × days (BENCHMARKS.md, "Partitions at
+    scale"): a window bounds it. Older days stay published; requests serve any range."""
+    value = os.environ.get(PARTITIONS_DAYS_VAR, "").strip()
+    if not value:
+        return None
+    try:
+        days = int(value)
+    except ValueError:
+        days = 0
+    if days < 1:
+        raise ValueError(
+            f"{PARTITIONS_DAYS_VAR} must be a whole number of days, at least 1: {value!r}"
+        )
+    return days
+
+
 def _embedded_first_day() -> str | None:
     """The day of the embedded database's earliest scan, read without creating the file."""
     import sqlite3
@@ -151,6 +173,23 @@ def smtp_settings() -> SmtpSettings | None:
         password=os.environ.get("EXPORT_SMTP_PASSWORD") or None,
         starttls=os.environ.get("EXPORT_SMTP_STARTTLS", "").lower() in {"1", "true", "yes"},
     )
+
+
+_REPORT_CRONS = {"daily": "0 6 * * *", "weekly": "0 6 * * 1", "monthly": "0 6 1 * *"}
+
+
+def report_cron(cadence: str) -> str:
+    """When a cadence's reports go out, in UTC (EXPORT_DAILY_REPORTS_CRON, …_WEEKLY_…,
+    …_MONTHLY_…): 06:00 every day, on Mondays, on the 1st by default. Any time of the
+    due day delivers the same period (daily: yesterday; weekly: the previous Monday–Sunday,
+    on Mondays; monthly: the previous month, on the 1st), and a period goes out once."""
+    value = os.environ.get(f"EXPORT_{cadence.upper()}_REPORTS_CRON", "").strip()
+    value = value or _REPORT_CRONS[cadence]
+    if len(value.split()) != 5:
+        raise ValueError(
+            f"EXPORT_{cadence.upper()}_REPORTS_CRON must be a 5-field cron, got {value!r}"
+        )
+    return value
 
 
 def own_run_rows() -> int:

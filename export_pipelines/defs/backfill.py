@@ -20,6 +20,7 @@ from dagster._core.storage.tags import (
 
 from export_pipelines.catalog.spec import ExportSpec
 from export_pipelines.defs.exports import all_export_assets
+from export_pipelines.defs.partitions import days as daily_partitions
 from export_pipelines.defs.partitions import organizations
 from export_pipelines.pipeline.naming import ExportPartition
 
@@ -56,6 +57,12 @@ def backfill(
     """Materialize every stage of `specs` for one organization over [first, last]."""
     if first > last:
         raise ValueError(f"--from {first} is after --to {last}")
+    if first < daily_partitions.start.date():
+        raise ValueError(
+            f"--from {first} is before the first partition day {daily_partitions.start.date()} "
+            "(EXPORT_PARTITIONS_START / EXPORT_PARTITIONS_DAYS): ask for that range with "
+            "`export-pipelines request`, which needs no partitions"
+        )
     if not instance.has_dynamic_partition(organizations.name, organization_id):
         instance.add_dynamic_partitions(organizations.name, [organization_id])
     assets = all_export_assets(specs)

@@ -1,5 +1,7 @@
 """Organization × UTC day partitions (docs/CONTRACT.md §4), and the sensor that discovers organizations."""
 
+import datetime as dt
+
 import dagster as dg
 
 from export_pipelines import settings
@@ -7,7 +9,28 @@ from export_pipelines.defs.resources import SourceResource
 from export_pipelines.source import directory
 
 organizations = dg.DynamicPartitionsDefinition(name="organizations")
-days = dg.DailyPartitionsDefinition(start_date=settings.partitions_start(), timezone="UTC")
+
+
+def first_partition_day(start: str, window_days: int | None, today: dt.date) -> str:
+    """The configured first day, or the rolling window's first day when that is later.
+
+    Days before it stay published with their manifests; requests serve them as ranges.
+    The window moves when the code location loads (daily in practice).
+    """
+    if window_days is None:
+        return start
+    window = today - dt.timedelta(days=window_days)
+    return max(dt.date.fromisoformat(start), window).isoformat()
+
+
+days = dg.DailyPartitionsDefinition(
+    start_date=first_partition_day(
+        settings.partitions_start(),
+        settings.partitions_days(),
+        dt.datetime.now(dt.timezone.utc).date(),
+    ),
+    timezone="UTC",
+)
 export_partitions = dg.MultiPartitionsDefinition({"date": days, "org": organizations})
 
 

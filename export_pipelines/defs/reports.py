@@ -255,9 +255,9 @@ def _schedule(cadence: str, cron: str) -> dg.ScheduleDefinition:
 
 
 report_schedules = [
-    _schedule("daily", "0 6 * * *"),
-    _schedule("weekly", "0 6 * * 1"),
-    _schedule("monthly", "0 6 1 * *"),
+    _schedule("daily", settings.report_cron("daily")),
+    _schedule("weekly", settings.report_cron("weekly")),
+    _schedule("monthly", settings.report_cron("monthly")),
 ]
 
 
