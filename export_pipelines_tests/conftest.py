@@ -9,7 +9,11 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import dagster as dg
+# Tests name their own days (2026-03-…): the partitions must not start where a developer's
+# embedded demo database begins (settings.partitions_start), whatever `make dev` left.
+os.environ.setdefault("EXPORT_PARTITIONS_START", "2026-01-01")
+
+import dagster as dg  # noqa: E402 - after the setting above, which the definitions read
 import pytest
 
 from export_pipelines.defs.resources import SourceResource, StoreResource, WorkAreaResource

@@ -47,6 +47,10 @@ def test_the_cli_finds_its_project_from_a_subfolder_and_says_what_it_uses(projec
     assert f"project          {project}" in result.stdout
     assert f"sqlite:///{project / 'data' / 'source.db'}" in result.stdout
     assert f"store            {project / 'exports'}" in result.stdout
+    # The demo's partitions start with its data, not on a fixed day months before it.
+    db = SourceDatabase(f"sqlite:///{project / 'data' / 'source.db'}")
+    first = db.scalar("SELECT min(created_at) FROM scan_results")[:10]
+    assert f"partitions from  {first}" in result.stdout
 
 
 def test_status_elsewhere_never_creates_a_database_and_says_how_to_get_one(tmp_path):
