@@ -109,6 +109,8 @@ CHART_KEY_PATHS: list[tuple[str, Any]] = [
     ("dagsterDaemon.runCoordinator.type", "QueuedRunCoordinator"),
     ("dagsterDaemon.runCoordinator.config.queuedRunCoordinator.maxConcurrentRuns", int),
     ("dagsterDaemon.runCoordinator.config.queuedRunCoordinator.dequeueIntervalSeconds", int),
+    ("dagsterDaemon.runCoordinator.config.queuedRunCoordinator.dequeueUseThreads", bool),
+    ("dagsterDaemon.runCoordinator.config.queuedRunCoordinator.dequeueNumWorkers", int),
     ("dagsterDaemon.runCoordinator.config.queuedRunCoordinator.tagConcurrencyLimits", list),
     ("dagsterDaemon.runCoordinator.config.queuedRunCoordinator.tagConcurrencyLimits[0].key", str),
     ("dagsterDaemon.runCoordinator.config.queuedRunCoordinator.tagConcurrencyLimits[0].limit", int),
@@ -405,6 +407,8 @@ def test_base_instance_config_loads_with_dagster(tmp_path, monkeypatch):
     assert ref.run_coordinator_data.class_name == "QueuedRunCoordinator"
     coordinator = ref.run_coordinator
     assert coordinator.get_run_queue_config().max_concurrent_runs == 4
+    # Launches run side by side, as many as may run at once (a burst is not launched serially).
+    assert coordinator.dequeue_use_threads and coordinator.dequeue_num_workers == 4
     assert configs["storage"]["postgres_db"]["scheme"] == "postgresql+psycopg2"
 
 
@@ -590,6 +594,8 @@ def test_k8s_instance_config_follows_from_values():
             "max_concurrent_runs": queued["maxConcurrentRuns"],
             "tag_concurrency_limits": queued["tagConcurrencyLimits"],
             "dequeue_interval_seconds": queued["dequeueIntervalSeconds"],
+            "dequeue_use_threads": queued["dequeueUseThreads"],
+            "dequeue_num_workers": queued["dequeueNumWorkers"],
         },
     }
 

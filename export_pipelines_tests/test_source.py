@@ -121,6 +121,25 @@ def test_a_write_on_a_pooled_connection_the_server_ended_is_applied_once(postgre
         db.execute("DROP TABLE IF EXISTS counter")
 
 
+def test_databases_of_one_url_share_the_idle_connection_of_a_thread(postgres_source):
+    """A run's steps each make their own `SourceDatabase`: the second of the same URL finds
+    the first one's idle connection (one backend), where each used to open its own."""
+    import threading
+
+    url = postgres_source.url
+    first = SourceDatabase(url).scalar("SELECT pg_backend_pid()")
+    assert SourceDatabase(url).scalar("SELECT pg_backend_pid()") == first
+    other = []
+    thread = threading.Thread(
+        target=lambda: other.append(SourceDatabase(url).scalar("SELECT pg_backend_pid()"))
+    )
+    thread.start()
+    thread.join()
+    assert other and other[0] != first  # one idle connection per thread, never shared
+    with SourceDatabase(url).connect():  # its connection is out of the pool while in use
+        assert SourceDatabase(url).scalar("SELECT pg_backend_pid()") != first
+
+
 def test_a_statement_whose_own_new_connection_ends_is_not_retried(postgres_source):
     """Only the death of an idle pooled connection is recovered from. A statement on a new
     connection that ends under it (here it ends itself) fails, having run once: a sequence

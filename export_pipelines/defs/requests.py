@@ -16,6 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import dagster as dg
+from dagster._core.storage.tags import RUN_KEY_TAG
 
 from export_pipelines import settings
 from export_pipelines.catalog.spec import Kind
@@ -43,6 +44,10 @@ ORG_TAG = "export/org"
 USER_TAG = "export/user"
 TYPE_TAG = "export/type"
 MAX_RETRIES = 2
+# A request whose run ended before any step served it (the run failed to launch, say) is
+# offered again in a new run, up to this many launches in all; then it fails.
+MAX_LAUNCHES = 3
+FAILURE_GRACE_S = 120  # how long the reconciler leaves a failed run to the failure sensor
 
 
 class ServeRequestConfig(dg.Config):
@@ -228,9 +233,15 @@ def serve_export_requests_job():
     waiting_requests().map(serve_waiting_request)
 
 
-def run_request_for(request: Deliverable) -> dg.RunRequest:
+def _launch_key(request_id: str, launch: int) -> str:
+    """The request's part of a run key: its id, and which launch this is after the first
+    (a relaunch needs a new key: Dagster launches one run per sensor run key, ever)."""
+    return request_id if not launch else f"{request_id}#launch{launch + 1}"
+
+
+def run_request_for(request: Deliverable, launch: int = 0) -> dg.RunRequest:
     return dg.RunRequest(
-        run_key=request.reference,
+        run_key=_launch_key(request.reference, launch),
         job_name=serve_export_request_job.name,
         run_config={"ops": {"serve_export_request": {"config": {"request_id": request.reference}}}},
         tags={
@@ -242,9 +253,12 @@ def run_request_for(request: Deliverable) -> dg.RunRequest:
     )
 
 
-def batch_run_request_for(requests: list[Deliverable]) -> dg.RunRequest:
+def batch_run_request_for(
+    requests: list[Deliverable], launches: dict[str, int] | None = None
+) -> dg.RunRequest:
     ids = [r.reference for r in requests]
-    digest = hashlib.sha256("\n".join(sorted(ids)).encode("utf-8", "surrogatepass")).hexdigest()
+    keys = sorted(_launch_key(i, (launches or {}).get(i, 0)) for i in ids)
+    digest = hashlib.sha256("\n".join(keys).encode("utf-8", "surrogatepass")).hexdigest()
     return dg.RunRequest(
         run_key=f"requests:{digest[:24]}",
         job_name=serve_export_requests_job.name,
@@ -253,21 +267,29 @@ def batch_run_request_for(requests: list[Deliverable]) -> dg.RunRequest:
     )
 
 
-def run_requests_for(requests: list[Deliverable]) -> list[dg.RunRequest]:
+def run_requests_for(
+    requests: list[Deliverable], launches: dict[str, int] | None = None
+) -> list[dg.RunRequest]:
     """Large requests (and a request alone) get a run of their own; the small requests of
-    one organization share one run, a step each, at most `BATCH_SIZE` per run."""
+    one organization share one run, a step each, at most `BATCH_SIZE` per run.
+
+    `launches`: how often each request was launched before (its run keys change with it).
+    """
+    launches = launches or {}
     own, shared = [], defaultdict(list)
     for request in requests:
         large = request.estimated_rows > settings.own_run_rows() or request.spec.kind in (
             Kind.ORGANIZATION_BUNDLE,
         )
         (own.append(request) if large else shared[request.organization_id].append(request))
-    runs = [run_request_for(r) for r in own]
+    runs = [run_request_for(r, launches.get(r.reference, 0)) for r in own]
     for group in shared.values():
         for start in range(0, len(group), BATCH_SIZE):
             chunk = group[start : start + BATCH_SIZE]
             runs.append(
-                run_request_for(chunk[0]) if len(chunk) == 1 else batch_run_request_for(chunk)
+                run_request_for(chunk[0], launches.get(chunk[0].reference, 0))
+                if len(chunk) == 1
+                else batch_run_request_for(chunk, launches)
             )
     return runs
 
@@ -307,10 +329,15 @@ def _runs_of(instance: dg.DagsterInstance, rows: list[dict]) -> dict[str, dg.Dag
         ids = sorted({r["run_id"] for r in named})
         found = {run.run_id: run for run in instance.get_runs(dg.RunsFilter(run_ids=ids))}
         runs.update({r["id"]: found[r["run_id"]] for r in named if r["run_id"] in found})
-    waiting = [r["id"] for r in rows if not r.get("run_id")]
+    waiting = {r["id"]: r for r in rows if not r.get("run_id")}
     if waiting:
-        for run in instance.get_runs(dg.RunsFilter(tags={REQUEST_TAG: waiting})):
-            runs.setdefault(run.tags[REQUEST_TAG], run)  # newest first
+        for run in instance.get_runs(dg.RunsFilter(tags={REQUEST_TAG: list(waiting)})):
+            row = waiting[run.tags[REQUEST_TAG]]
+            # Only the run of its current launch: an earlier one that failed to launch
+            # has released it (`export_request_failure_sensor`).
+            key = _launch_key(row["id"], int(row.get("retry_count") or 0))
+            if run.tags.get(RUN_KEY_TAG, key) == key:
+                runs.setdefault(row["id"], run)  # newest first
     return runs
 
 
@@ -318,6 +345,13 @@ def _why_unfinishable(
     instance: dg.DagsterInstance, run: dg.DagsterRun, local_workers: bool
 ) -> str | None:
     """Why `run` can no longer finish, or None if it still may."""
+    if run.status == dg.DagsterRunStatus.FAILURE:
+        # The run-failure sensor settles failed runs (and offers again what they never
+        # reached); this is the safety net for one it missed, after a grace period.
+        record = instance.get_run_record_by_id(run.run_id)
+        ended = record.end_time if record else None
+        if ended is not None and time.time() - ended < FAILURE_GRACE_S:
+            return None
     if run.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED):
         return f"the run {run.run_id} ended as {run.status.value}"
     if run.status == dg.DagsterRunStatus.STARTED and local_workers:
@@ -403,6 +437,7 @@ def export_requests_sensor(context: dg.SensorEvaluationContext, source: SourceRe
     # with rows claimed but not launched.
     started = time.monotonic()
     in_flight: set[str] | None = None
+    launches: dict[str, int] = {}
     while len(valid) + rejected < CLAIMS_PER_TICK and time.monotonic() - started < TICK_BUDGET_S:
         claimed = ledger.claim_pending(limit=CLAIM_CHUNK)
         if not claimed:
@@ -410,6 +445,7 @@ def export_requests_sensor(context: dg.SensorEvaluationContext, source: SourceRe
         if in_flight is None:
             in_flight = _in_shared_runs(context.instance)
         rows = [row for row in claimed if row["id"] not in in_flight]
+        launches.update({row["id"]: int(row.get("retry_count") or 0) for row in rows})
         refusals = {}
         for row, result in zip(rows, validate_many(rows, db, utc_now())):
             if isinstance(result, Deliverable):
@@ -428,7 +464,7 @@ def export_requests_sensor(context: dg.SensorEvaluationContext, source: SourceRe
             context.log.info(f"rejected request {row['id']}: {refusals[row['id']]}")
         ledger.reject_many(refusals)
         rejected += len(refusals)
-    run_requests = run_requests_for(valid)
+    run_requests = run_requests_for(valid, launches)
     if not run_requests and not rejected and not ended:
         return dg.SkipReason("no new export requests")
     return dg.SensorResult(run_requests=run_requests)
@@ -460,17 +496,52 @@ def _step_messages(context: dg.RunFailureSensorContext) -> dict[str, str]:
     return messages
 
 
+def _tried_steps(context: dg.RunFailureSensorContext) -> set[str]:
+    """The steps of the failed run that ran and failed."""
+    return {e.step_key for e in context.get_step_failure_events() if e.step_key}
+
+
+def _fail_or_offer_again(
+    context: dg.RunFailureSensorContext,
+    ledger: RequestLedger,
+    request_id: str,
+    message: str,
+    tried: bool,
+) -> None:
+    """A request of a failed run: offered again if no step of it ran (the run failed to
+    launch, or died before reaching it) and it has launches left; else FAILED with
+    `message`. Either only if no run started it: `release` and `fail` are guarded."""
+    if not tried and ledger.release(request_id, MAX_LAUNCHES):
+        context.log.info(
+            f"request {request_id}: its run {context.dagster_run.run_id} ended before serving "
+            "it; it is offered again"
+        )
+        return
+    if not tried:
+        row = ledger.get(request_id)
+        if row is not None and row["status"] == "PENDING":
+            message = (
+                f"The export could not be started in {MAX_LAUNCHES} attempts; the data team "
+                f"can see why in the log of run {context.dagster_run.run_id}."
+            )
+    ledger.fail(request_id, message)
+
+
 @dg.run_failure_sensor(
     monitored_jobs=[serve_export_request_job, serve_export_requests_job],
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Marks the requests of a failed (or crashed) run FAILED with the error; in a "
-    "shared run, only those not served.",
+    description="Marks the requests of a failed (or crashed) run FAILED with the error, in a "
+    "shared run only those not served; a request no step of the run reached (a run that "
+    f"failed to launch) is offered again, up to {MAX_LAUNCHES} launches.",
 )
 def export_request_failure_sensor(context: dg.RunFailureSensorContext, source: SourceResource):
     ledger = RequestLedger(source.database())
+    tried = _tried_steps(context)
     request_id = context.dagster_run.tags.get(REQUEST_TAG)
     if request_id:
-        ledger.fail(request_id, failure_message(context))
+        _fail_or_offer_again(
+            context, ledger, request_id, failure_message(context), "serve_export_request" in tried
+        )
         return
     config = (context.dagster_run.run_config or {}).get("ops", {}).get("waiting_requests", {})
     by_step = _step_messages(context)
@@ -479,5 +550,12 @@ def export_request_failure_sensor(context: dg.RunFailureSensorContext, source: S
         row = ledger.get(rid)
         if row is None or row.get("run_id") not in (None, "", context.dagster_run.run_id):
             continue  # served by another run
+        step = f"serve_waiting_request[{step_key_for(rid)}]"
         # Guarded: a request its step completed stays COMPLETED.
-        ledger.fail(rid, by_step.get(f"serve_waiting_request[{step_key_for(rid)}]", general))
+        _fail_or_offer_again(
+            context,
+            ledger,
+            rid,
+            by_step.get(step, general),
+            step in tried or "waiting_requests" in tried,
+        )

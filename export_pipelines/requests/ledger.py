@@ -256,6 +256,22 @@ class RequestLedger:
                 changed.update(row["id"] for row in ended)
         return changed
 
+    def release(self, request_id: str, launches: int) -> bool:
+        """Offer a claimed request again because its run ended before serving it.
+
+        Only a request no run ever started (still PENDING) that has been launched fewer
+        than `launches` times is released: its claim is cleared, so the next tick takes
+        it first, and `retry_count` counts the launch (a new run key). Return True if it
+        was released; False leaves it as it was (the caller fails it, or it ended).
+        """
+        return self._transition(
+            request_id,
+            (PENDING,),
+            "started_at = NULL, retry_count = retry_count + 1",
+            {"launches": int(launches)},
+            condition="retry_count + 1 < :launches",
+        )
+
     def start(self, request_id: str, run_id: str, attempt: int) -> bool:
         """The run's worker begins (or retries) a PENDING or PROCESSING request.
 
@@ -382,17 +398,17 @@ class RequestLedger:
         assignments: str,
         params: Mapping[str, Any],
         audit: str | None = None,
+        condition: str = "TRUE",
     ) -> bool:
-        """UPDATE the row if its status is one of `allowed`; True if it did.
-
-        With `audit`, the transition and its audit entry commit together.
+        """UPDATE the row if its status is one of `allowed` (and `condition` holds); True
+        if it did. With `audit`, the transition and its audit entry commit together.
         """
         statuses = {f"from_{i}": status for i, status in enumerate(allowed)}
         with self._transaction() as run:
             changed = run(
                 f"UPDATE export_requests SET {assignments} WHERE id = :request_id "
                 f"AND status IN ({', '.join(f':{name}' for name in statuses)}) "
-                "RETURNING organization_id, user_id",
+                f"AND ({condition}) RETURNING organization_id, user_id",
                 {**params, **statuses, "request_id": request_id},
             )
             if changed and audit:

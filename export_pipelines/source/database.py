@@ -35,6 +35,9 @@ import pyarrow.compute as pc
 from export_pipelines.columns import Column, ColumnType, arrow_schema
 
 T = TypeVar("T")
+# Idle pooled PostgreSQL connections: one per thread and URL (`SourceDatabase._slot`).
+_POOLS: dict[str, threading.local] = {}
+_POOL_LOCK = threading.Lock()
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_][A-Za-z0-9_]*)")
 _SQLITE_BATCH_ROWS = "65536"
 
@@ -309,8 +312,15 @@ class SourceDatabase:
             _close_quietly(conn)
         return result
 
+    def _slot(self) -> threading.local:
+        """This thread's idle connection to this URL, shared by every `SourceDatabase` of
+        the URL in the process: a run's steps each make their own, and would otherwise
+        each pay a connection (~30 ms)."""
+        with _POOL_LOCK:
+            return _POOLS.setdefault(self.url, threading.local())
+
     def _take_pooled(self) -> Any:
-        slot = self.__dict__.setdefault("_pool", threading.local())
+        slot = self._slot()
         conn = getattr(slot, "conn", None)
         if conn is None or getattr(slot, "pid", None) != os.getpid():
             return None
@@ -318,7 +328,7 @@ class SourceDatabase:
         return conn
 
     def _give_back(self, conn: Any) -> bool:
-        slot = self.__dict__.setdefault("_pool", threading.local())
+        slot = self._slot()
         if getattr(slot, "conn", None) is not None:
             return False
         try:
@@ -329,8 +339,8 @@ class SourceDatabase:
         return True
 
     def close(self) -> None:
-        """Close this thread's idle pooled connection, if any."""
-        conn = self._take_pooled() if "_pool" in self.__dict__ else None
+        """Close this thread's idle pooled connection to this URL, if any."""
+        conn = self._take_pooled()
         if conn is not None:
             with contextlib.suppress(Exception):
                 conn.close()
