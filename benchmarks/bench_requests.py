@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import math
 import os
 import platform
 import statistics
@@ -38,6 +39,12 @@ def machine() -> str:
         next(line.split()[1] for line in open("/proc/meminfo") if line.startswith("MemTotal"))
     )
     return f"{cpu}, {os.cpu_count()} cores, {memory / 1024 / 1024:.0f} GiB RAM, Python {platform.python_version()}"
+
+
+def percentile(values: list[float], pct: float) -> float:
+    """The nearest-rank percentile: a value that was measured."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(len(ordered) * pct / 100) - 1)]
 
 
 def latency_under_dagster_dev(runs: int) -> list[float]:
@@ -146,7 +153,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "requests.md"))
     parser.add_argument("--events-per-day", type=int, default=1000)
-    parser.add_argument("--latency-runs", type=int, default=5)
+    parser.add_argument("--latency-runs", type=int, default=20)
     args = parser.parse_args()
 
     year = year_request(args.events_per_day)
@@ -159,10 +166,11 @@ def main() -> int:
         "### Latency, insert → COMPLETED, small request under `dagster dev`",
         "",
         f"{len(latencies)} requests (1 day of scan_results, CSV), one after the other: "
-        f"median **{statistics.median(latencies):.1f} s**, min {min(latencies):.1f} s, "
-        f"max {max(latencies):.1f} s. It is dominated by the daemon's sensor interval "
-        "(10 s minimum between ticks) and the run launch (a new process loading the code "
-        "location), not by the export itself.",
+        f"p50 **{percentile(latencies, 50):.1f} s**, p95 **{percentile(latencies, 95):.1f} s** "
+        f"(targets 6 s and 12 s), min {min(latencies):.1f} s, max {max(latencies):.1f} s. "
+        "What it waits for: the request sensor's tick (every 3 s), the run's launch (a new "
+        "process loading the code location, ~2 s of CPU) and the run's own event writes; "
+        "the export itself takes ~0.1 s.",
         "",
         "### 365-day request for one organization vs the same rows as one range",
         "",
@@ -170,7 +178,9 @@ def main() -> int:
         "|---|---:|---:|",
         f"| single range: one query, one CSV render, one publish ({year['rows']:,} rows) | {year['single']:.2f} | 1.00 |",
         f"| request, cold: one run builds 365 daily partitions + renders | {year['cold']:.2f} | {year['cold'] / year['single']:.2f} |",
-        f"| request, warm: 365 partitions reused, render only | {year['warm']:.2f} | {year['warm'] / year['single']:.2f} |",
+        f"| request again (PostgreSQL would reuse the 365 partitions; the embedded SQLite "
+        f"database cannot prove rows unchanged, so it rebuilds them) | {year['warm']:.2f} | "
+        f"{year['warm'] / year['single']:.2f} |",
         "",
         f"Target ≤ 2× for the request: {'met' if year['cold'] <= 2 * year['single'] else 'missed'} "
         f"(cold {year['cold'] / year['single']:.2f}×). The request also runs as a Dagster run "

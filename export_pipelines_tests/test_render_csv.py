@@ -520,6 +520,61 @@ def test_timestamp_fast_path_is_taken_for_ordinary_years():
     assert render_csv._fixed_width_iso(year_10000) is None
 
 
+def _float_samples(seed: int) -> np.ndarray:
+    """Doubles of every kind: random bit patterns, decimals of 0-11 places, normal values at
+    every scale, integers, and the neighbours of the bounds where notations change."""
+    rng = np.random.default_rng(seed)
+    n = 300_000
+    bounds = [1e-7, 1e-6, 1e-5, 1e-4, 1e9, 1e10, 1e15, 1e16]
+    edges = [
+        np.nextafter(np.full(200, sign * b), np.full(200, sign * t))
+        for b in bounds
+        for sign in (1, -1)
+        for t in (0.0, np.inf)
+    ]
+    return np.concatenate(
+        [
+            rng.integers(0, 2**64, size=n, dtype=np.uint64).view(np.float64),
+            np.round(rng.uniform(-1e6, 1e6, n), rng.integers(0, 12)),
+            rng.normal(size=n) * 10.0 ** rng.integers(-9, 18, n),
+            rng.integers(-(10**12), 10**12, n).astype(np.float64),
+            *edges,
+            [0.0, -0.0, np.nan, np.inf, -np.inf, 5e-324, 1.7976931348623157e308, 1e10, 1e-5],
+        ]
+    )
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_float_text_is_arrows_text(seed):
+    """The fast float64 path (polars' digits where its notation is Arrow's) prints exactly
+    what Arrow's cast prints, nulls and slices included."""
+    values = _float_samples(seed)
+    rng = np.random.default_rng(seed)
+    array = pa.array(values, mask=rng.random(len(values)) < 0.03)
+    for part in (array, array.slice(12_345, 100_000), pa.array([None, None], pa.float64())):
+        fast, arrow = render_csv.float_text(part), part.cast(pa.string())
+        differ = pc.invert(pc.equal(fast, arrow).fill_null(True))
+        assert fast.type == pa.string() and fast.null_count == arrow.null_count
+        assert not pc.any(differ).as_py(), pc.filter(arrow, differ)[:5]
+
+
+def test_float_text_takes_the_fast_path_for_ordinary_values(monkeypatch):
+    """Ordinary fractions come from polars; only integers and extremes get Arrow's text."""
+    import polars as pl
+
+    seen, replaced = [], []
+    from_arrow, replace = pl.from_arrow, pc.replace_with_mask
+    monkeypatch.setattr(pl, "from_arrow", lambda a, *x, **k: seen.append(len(a)) or from_arrow(a))
+    monkeypatch.setattr(
+        render_csv.pc,
+        "replace_with_mask",
+        lambda text, mask, new: replaced.append(new.to_pylist()) or replace(text, mask, new),
+    )
+    text = render_csv.float_text(pa.array([0.25, 12.5, -3.75, 42.0, 1e20, None]))
+    assert text.to_pylist() == ["0.25", "12.5", "-3.75", "42", "1e+20", None]
+    assert seen == [6] and replaced == [["42", "1e+20"]]
+
+
 # --- read back: hostile tables parse to the Arrow input's values -------------------------------
 
 

@@ -61,3 +61,26 @@ def test_large_string_schema_preserved(tmp_path):
 
 def test_deterministic(tmp_path):
     assert renders_identically(ExportFormat.PARQUET, sample_table(), tmp_path)
+
+
+def test_a_column_of_distinct_values_leaves_its_dictionary_early(tmp_path):
+    """Distinct floats fall back to plain encoding after a small dictionary (not after a
+    whole row group's worth of hashing); a column of few values stays dictionary-encoded."""
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    rows = 100_000
+    table = pa.table(
+        {
+            "score": rng.normal(size=rows),
+            "status": pa.array(rng.choice(["open", "closed", "stale"], rows)),
+        }
+    )
+    path, _ = render_file(ExportFormat.PARQUET, table, tmp_path / "o.parquet")
+    back = pq.ParquetFile(path)
+    assert back.read().equals(table.replace_schema_metadata(back.schema_arrow.metadata))
+    score, status = (back.metadata.row_group(0).column(i) for i in range(2))
+    dictionary_bytes = score.data_page_offset - score.dictionary_page_offset
+    assert dictionary_bytes <= parquet.DICTIONARY_PAGE_BYTES * 1.1  # Arrow's default: ~780 KB
+    assert score.total_compressed_size < rows * 8 * 1.05  # plain doubles, not worse
+    assert status.has_dictionary_page and status.total_compressed_size < 40_000

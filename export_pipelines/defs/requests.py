@@ -1,10 +1,11 @@
-"""On-demand exports: the request sensor, the job that serves one request, and its outcome.
+"""On-demand exports: the request sensor, the jobs that serve requests, and their outcome.
 
 The `export_requests` table is the interface (docs/CONTRACT.md §6): the application inserts a
-PENDING row; the sensor validates it and either marks it FAILED with a reason or launches
-one run (run key = request id, so a request is never served twice); the run writes
-progress and the result back; a run-failure sensor turns any failed or crashed run into
-a FAILED row; a schedule expires old deliverables.
+PENDING row; the sensor validates what is waiting and either marks a row FAILED with a reason
+or launches it: the small requests of one organization share a run, a step each; a large one
+or one alone gets a run of its own (run key = request id). The run writes progress and the
+result back; a run-failure sensor turns a failed or crashed run into FAILED rows, and offers
+again what the run never reached; a schedule expires old deliverables.
 """
 
 import datetime as dt

@@ -127,8 +127,39 @@ def to_text(array: pa.Array) -> pa.Array:
         return array.cast(pa.string())
     if pa.types.is_timestamp(type_):
         return iso_timestamps(array)
-    # int64, float64 (shortest round-trip form), bool (true/false), date32 (YYYY-MM-DD).
+    if type_ == pa.float64():
+        return float_text(array)
+    # int64, bool (true/false), date32 (YYYY-MM-DD).
     return array.cast(pa.string())
+
+
+def float_text(array: pa.Array) -> pa.Array:
+    """float64 values as Arrow prints them (the shortest round-trip digits; decimal notation
+    for 1e-6 <= |x| < 1e10, else `1.5e+10` / `1e-07` style), ~2.5x faster.
+
+    polars (ryu) prints the same shortest digits, in decimal notation for 1e-5 <= |x| < 1e16,
+    adding ".0" to an integral value. In the overlap and off integers the two texts are
+    therefore the same (`test_render_csv.py` compares them on millions of values);
+    every other value (integral, tiny, huge, NaN, inf) keeps Arrow's own text.
+    """
+    if not len(array):
+        return array.cast(pa.string())
+    values = array.to_numpy(zero_copy_only=False)  # nulls read as NaN: Arrow's branch
+    with np.errstate(invalid="ignore"):
+        magnitude = np.abs(values)
+        same = (magnitude >= 1e-5) & (magnitude < 1e10) & (values != np.trunc(values))
+    if not same.any():
+        return array.cast(pa.string())
+    import polars as pl  # loaded by the JSON renderer too; not at definitions' load
+
+    text = pl.from_arrow(array).cast(pl.String).to_arrow().cast(pa.string())
+    other = ~same
+    if array.null_count:
+        other &= array.is_valid().to_numpy(zero_copy_only=False)
+    if other.any():
+        mask = pa.array(other, pa.bool_())
+        text = pc.replace_with_mask(text, mask, array.filter(mask).cast(pa.string()))
+    return text
 
 
 def _special_chars_regex(delimiter: str) -> str:

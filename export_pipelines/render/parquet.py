@@ -13,6 +13,12 @@ from export_pipelines.render import RenderOptions, ReportContext
 # so batches are gathered up to this many rows or bytes before a row group is written.
 ROW_GROUP_ROWS = 128 * 1024
 ROW_GROUP_BYTES = 64 * 1024 * 1024
+# A column with more distinct values than fit this dictionary falls back to plain encoding
+# early in each row group instead of hashing every value first (Arrow's default, 1 MB, is
+# ~128k float64s: a whole row group). Low-cardinality columns (statuses, types, ids of a
+# few thousand projects) keep their dictionary. Faster and smaller on every shape measured:
+# 1M numeric rows 1.02 -> 0.36 s, 124 -> 100 MB (BENCHMARKS.md).
+DICTIONARY_PAGE_BYTES = 64 * 1024
 
 
 def file_metadata(schema: pa.Schema, context: ReportContext) -> pa.Schema:
@@ -36,7 +42,9 @@ def write_parquet(
     rows = 0
     pending: list[pa.RecordBatch] = []
     pending_rows = pending_bytes = 0
-    with pq.ParquetWriter(path, schema, compression="zstd") as writer:
+    with pq.ParquetWriter(
+        path, schema, compression="zstd", dictionary_pagesize_limit=DICTIONARY_PAGE_BYTES
+    ) as writer:
         for batch in reader:
             if batch.num_rows == 0:
                 continue
