@@ -16,7 +16,6 @@ import datetime as dt
 import math
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import time
