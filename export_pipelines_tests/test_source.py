@@ -140,6 +140,41 @@ def test_databases_of_one_url_share_the_idle_connection_of_a_thread(postgres_sou
         assert SourceDatabase(url).scalar("SELECT pg_backend_pid()") != first
 
 
+def test_a_process_with_a_pooled_connection_exits_quietly(postgres_source):
+    """The idle connection is closed at exit while the driver still can: a CLI command
+    that read the database prints nothing else (the driver's own finalizer, run after
+    interpreter teardown, printed "Exception ignored ... TypeError")."""
+    import subprocess
+    import sys
+
+    code = (
+        "from export_pipelines.source.database import SourceDatabase\n"
+        f"print(SourceDatabase({postgres_source.url!r}).scalar('SELECT 41 + 1'))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "42\n", "")
+
+
+def test_idle_pooled_connections_are_closed_at_exit(postgres_source):
+    """What `atexit` runs: every idle connection of the process is closed while the driver
+    is whole (left to interpreter teardown, the driver's finalizer failed noisily after
+    pytest's summary), and a later statement simply opens a new one."""
+    from export_pipelines.source import database
+
+    db = postgres_source
+    backend = db.scalar("SELECT pg_backend_pid()")  # now idle in the pool
+    database._close_idle_connections()
+    import time
+
+    deadline = time.monotonic() + 10  # the server ends the backend soon after the close
+    while SourceDatabase(db.url).scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE pid = :pid", {"pid": backend}
+    ):
+        assert time.monotonic() < deadline, "the idle connection was not closed"
+        time.sleep(0.05)
+    assert db.scalar("SELECT pg_backend_pid()") != backend
+
+
 def test_a_statement_whose_own_new_connection_ends_is_not_retried(postgres_source):
     """Only the death of an idle pooled connection is recovered from. A statement on a new
     connection that ends under it (here it ends itself) fails, having run once: a sequence

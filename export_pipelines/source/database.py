@@ -16,6 +16,7 @@ prepended, then dropped; the batches are then cast to the export's declared Arro
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime as dt
 import fcntl
@@ -35,9 +36,22 @@ import pyarrow.compute as pc
 from export_pipelines.columns import Column, ColumnType, arrow_schema
 
 T = TypeVar("T")
-# Idle pooled PostgreSQL connections: one per thread and URL (`SourceDatabase._slot`).
-_POOLS: dict[str, threading.local] = {}
+# Idle pooled PostgreSQL connections, one per (URL, thread, process): see
+# `SourceDatabase._pool_key`. Closed at exit, while the driver can still close them.
+_IDLE: dict[tuple[str, int, int], Any] = {}
 _POOL_LOCK = threading.Lock()
+
+
+@atexit.register
+def _close_idle_connections() -> None:
+    with _POOL_LOCK:
+        mine = [key for key in _IDLE if key[2] == os.getpid()]
+        idle = [_IDLE.pop(key) for key in mine]
+    for conn in idle:
+        with contextlib.suppress(Exception):
+            conn.close()
+
+
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_][A-Za-z0-9_]*)")
 _SQLITE_BATCH_ROWS = "65536"
 
@@ -312,31 +326,27 @@ class SourceDatabase:
             _close_quietly(conn)
         return result
 
-    def _slot(self) -> threading.local:
-        """This thread's idle connection to this URL, shared by every `SourceDatabase` of
-        the URL in the process: a run's steps each make their own, and would otherwise
-        each pay a connection (~30 ms)."""
-        with _POOL_LOCK:
-            return _POOLS.setdefault(self.url, threading.local())
+    def _pool_key(self) -> tuple[str, int, int]:
+        """This thread's idle connection to this URL is shared by every `SourceDatabase` of
+        the URL in the process: a run's steps each make their own, and would otherwise each
+        pay a connection (~30 ms). The pid keeps a forked child off its parent's socket."""
+        return (self.url, threading.get_ident(), os.getpid())
 
     def _take_pooled(self) -> Any:
-        slot = self._slot()
-        conn = getattr(slot, "conn", None)
-        if conn is None or getattr(slot, "pid", None) != os.getpid():
-            return None
-        slot.conn = None
-        return conn
+        with _POOL_LOCK:
+            return _IDLE.pop(self._pool_key(), None)
 
     def _give_back(self, conn: Any) -> bool:
-        slot = self._slot()
-        if getattr(slot, "conn", None) is not None:
-            return False
+        key = self._pool_key()
+        with _POOL_LOCK:
+            if key in _IDLE:
+                return False
         try:
             conn.rollback()  # no transaction (and no locks) held while idle
         except Exception:  # noqa: BLE001 - a broken connection is closed, not pooled
             return False
-        slot.conn, slot.pid = conn, os.getpid()
-        return True
+        with _POOL_LOCK:
+            return _IDLE.setdefault(key, conn) is conn
 
     def close(self) -> None:
         """Close this thread's idle pooled connection to this URL, if any."""
