@@ -18,10 +18,21 @@ OUT = HERE / "out"
 def main() -> int:
     OUT.mkdir(exist_ok=True)
     python = sys.executable
-    # --requests-only keeps the last renderer results (they take about 10 minutes).
+    # --requests-only keeps the last renderer results (they take about 25 minutes).
     if "--requests-only" not in sys.argv[1:]:
         subprocess.run(
             [python, str(HERE / "bench_render.py"), "--out", str(OUT / "render.md")], check=True
+        )
+        subprocess.run(
+            [
+                python,
+                str(HERE / "bench_shapes.py"),
+                "--modes",
+                "file",
+                "--out",
+                str(OUT / "shapes.md"),
+            ],
+            check=True,
         )
     subprocess.run(
         [python, str(HERE / "bench_requests.py"), "--out", str(OUT / "requests.md")], check=True
@@ -37,6 +48,8 @@ def main() -> int:
         render.strip(),
         "",
         (OUT / "requests.md").read_text(encoding="utf-8").strip(),
+        "",
+        (OUT / "shapes.md").read_text(encoding="utf-8").strip(),
         "",
         (HERE / "NOTES.md").read_text(encoding="utf-8").strip(),
         "",
